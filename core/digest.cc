@@ -1,0 +1,78 @@
+#include "core/digest.h"
+
+#include <openssl/evp.h>
+
+namespace bcfs {
+namespace {
+
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string ToHex(const unsigned char* p, size_t n) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out(n * 2, '0');
+  for (size_t i = 0; i < n; ++i) {
+    out[2 * i] = kHex[p[i] >> 4];
+    out[2 * i + 1] = kHex[p[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Digest> Digest::Parse(std::string_view text) {
+  size_t colon = text.find(':');
+  if (colon == std::string_view::npos) {
+    return CorruptError("digest \"" + std::string(text) + "\" has no algorithm prefix");
+  }
+  std::string_view alg = text.substr(0, colon), hex = text.substr(colon + 1);
+  size_t want = 0;
+  if (alg == "sha256") {
+    want = 64;
+  } else if (alg == "sha512") {
+    want = 128;
+  } else {
+    return CorruptError("digest \"" + std::string(text) + "\" uses unsupported algorithm \"" +
+                        std::string(alg) + "\"");
+  }
+  if (hex.size() != want || !IsLowerHex(hex)) {
+    return CorruptError("digest \"" + std::string(text) + "\" is not " + std::string(alg) +
+                        ": followed by " + std::to_string(want) + " lower-case hex digits");
+  }
+  return Digest(std::string(alg), std::string(hex));
+}
+
+Digest Digest::Sha256Of(std::string_view bytes) {
+  Sha256 h;
+  h.Update(bytes);
+  return h.Finish();
+}
+
+struct Sha256::Impl {
+  EVP_MD_CTX* ctx = nullptr;
+};
+
+Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
+  impl_->ctx = EVP_MD_CTX_new();
+  BCFS_CHECK(impl_->ctx != nullptr);
+  BCFS_CHECK(EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) == 1);
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
+
+void Sha256::Update(const void* data, size_t len) {
+  BCFS_CHECK(EVP_DigestUpdate(impl_->ctx, data, len) == 1);
+}
+
+Digest Sha256::Finish() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  BCFS_CHECK(EVP_DigestFinal_ex(impl_->ctx, md, &n) == 1);
+  return Digest("sha256", ToHex(md, n));
+}
+
+}  // namespace bcfs

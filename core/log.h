@@ -1,0 +1,37 @@
+// Logging to stderr with levels. Messages are whole lines written with one
+// write(2), so lines from several threads never interleave.
+//
+// Secrets must never reach the log: callers pass redacted source strings
+// (backends/source.h) and never credentials.
+//
+// Thread-safety: all functions are thread-safe.
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <string_view>
+
+namespace bcfs::log {
+
+enum class Level { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+void SetLevel(Level level);
+Level GetLevel();
+// Parses "debug", "info", "warning"/"warn", "error"; false when unknown.
+bool ParseLevel(std::string_view text, Level* out);
+void Write(Level level, std::string_view message);
+
+}  // namespace bcfs::log
+
+#define BCFS_LOG(level, expr)                                        \
+  do {                                                               \
+    if (::bcfs::log::Level::level >= ::bcfs::log::GetLevel()) {      \
+      std::ostringstream _bcfs_os;                                   \
+      _bcfs_os << expr;                                              \
+      ::bcfs::log::Write(::bcfs::log::Level::level, _bcfs_os.str()); \
+    }                                                                \
+  } while (0)
+#define LOG_DEBUG(expr) BCFS_LOG(kDebug, expr)
+#define LOG_INFO(expr) BCFS_LOG(kInfo, expr)
+#define LOG_WARNING(expr) BCFS_LOG(kWarning, expr)
+#define LOG_ERROR(expr) BCFS_LOG(kError, expr)
