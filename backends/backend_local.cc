@@ -1,0 +1,228 @@
+#include "backends/backend_local.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "backends/naming.h"
+#include "core/log.h"
+
+namespace bcfs::backends {
+namespace {
+
+// Closes an fd on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+TimeNs ToNs(const struct timespec& ts) {
+  return static_cast<TimeNs>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+Result<std::string> ReadAll(int fd, const std::string& path, uint64_t max_size) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "read " + path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_size) {
+      return CorruptError(path + " is larger than " + std::to_string(max_size) + " bytes");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> OpenBackend(const SourceSpec& spec) {
+  if (spec.type == SourceType::kLocal) {
+    BCFS_ASSIGN_OR_RETURN(auto b, LocalBackend::Open(spec));
+    return std::unique_ptr<Backend>(std::move(b));
+  }
+  return UnsupportedError("source " + spec.Redacted() +
+                          ": type=" + std::string(SourceTypeName(spec.type)) +
+                          " sources are not supported by this build yet");
+}
+
+Result<std::unique_ptr<LocalBackend>> LocalBackend::Open(const SourceSpec& spec) {
+  std::string dir = spec.Get("src");
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    return ErrnoError(errno, "source " + spec.Redacted() + ": cache directory " + dir);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return InvalidArgumentError("source " + spec.Redacted() + ": " + dir + " is not a directory");
+  }
+  return std::unique_ptr<LocalBackend>(new LocalBackend(spec, dir));
+}
+
+std::string LocalBackend::Describe() const { return spec_.Redacted(); }
+
+std::string LocalBackend::BlobPath(const Digest& digest) const {
+  return dir_ + "/blobs/" + digest.algorithm() + "/" + digest.hex();
+}
+
+Result<std::string> LocalBackend::ReadIndexJson() const {
+  const std::string path = dir_ + "/index.json";
+  // BuildKit's ociindex writes index.json under an exclusive flock of
+  // index.json.lock; readers take a shared lock. Opening read-only never
+  // creates the file, so a source without a lock file is read unlocked.
+  Fd lock(::open((dir_ + "/index.json.lock").c_str(), O_RDONLY | O_CLOEXEC));
+  if (lock.get() >= 0 && ::flock(lock.get(), LOCK_SH) != 0) {
+    LOG_DEBUG("flock " << dir_ << "/index.json.lock: " << errno);
+  }
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoError(errno, "open " + path);
+  return ReadAll(fd.get(), path, 64u << 20);
+}
+
+Result<std::vector<RefEntry>> LocalBackend::ListRefs() {
+  const std::string doc = dir_ + "/index.json";
+  std::vector<RefEntry> refs;
+  if (spec_.Has("digest")) {
+    // digest= names the top-level blob and skips index.json (FORMATS.md §2.5).
+    BCFS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(spec_.Get("digest")));
+    BCFS_ASSIGN_OR_RETURN(BlobStat st, StatBlob(d));
+    RefEntry e;
+    e.name = DigestRefName(d);
+    e.descriptor.digest = d;
+    e.descriptor.size = static_cast<int64_t>(st.size);
+    refs.push_back(std::move(e));
+    return refs;
+  }
+  Result<formats::ImageIndex> index = formats::ImageIndex();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    BCFS_ASSIGN_OR_RETURN(std::string text, ReadIndexJson());
+    index = formats::ParseImageIndex(text, doc);
+    if (index.ok()) break;
+    if (attempt == 0) {
+      // A writer without the lock may be halfway through: read it once more.
+      LOG_DEBUG(index.status().message() << "; reading it once more");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  if (!index.ok()) return index.status();
+
+  const std::string tag = spec_.Get("tag");
+  std::map<std::string, bool> used;
+  const RefEntry* by_image_name = nullptr;
+  for (const auto& d : index->manifests) {
+    RefEntry e;
+    e.descriptor = d;
+    e.name = d.Annotation(formats::annotation::kRefName);
+    if (e.name.empty() || used.count(e.name)) e.name = DigestRefName(d.digest);
+    used[e.name] = true;
+    refs.push_back(std::move(e));
+    if (!tag.empty() && d.Annotation(formats::annotation::kImageName) == tag) {
+      by_image_name = &refs.back();
+    }
+  }
+  if (!tag.empty()) {
+    // As ociindex.Get: io.containerd.image.name first, then the ref name.
+    RefEntry chosen;
+    if (by_image_name != nullptr) {
+      chosen = *by_image_name;
+    } else {
+      auto it = std::find_if(refs.begin(), refs.end(), [&](const RefEntry& e) {
+        return e.descriptor.Annotation(formats::annotation::kRefName) == tag;
+      });
+      if (it == refs.end()) return NotFoundError(doc + ": no ref named \"" + tag + "\" (tag=)");
+      chosen = *it;
+    }
+    chosen.name = tag;
+    refs = {chosen};
+  }
+  return refs;
+}
+
+Result<BlobStat> LocalBackend::StatBlob(const Digest& digest) {
+  const std::string path = BlobPath(digest);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoError(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return CorruptError(path + " is not a regular file");
+  BlobStat out;
+  out.size = static_cast<uint64_t>(st.st_size);
+  out.mtime = ToNs(st.st_mtim);
+  out.ctime = ToNs(st.st_ctim);
+  out.dev = st.st_dev;
+  out.ino = st.st_ino;
+  return out;
+}
+
+Result<size_t> LocalBackend::ReadBlob(const Digest& digest, uint64_t offset, std::span<char> out) {
+  const std::string path = BlobPath(digest);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoError(errno, "open " + path);
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n =
+        ::pread(fd.get(), out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "read " + path);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Result<std::string> LocalBackend::ReadDocument(const Digest& digest, uint64_t max_size) {
+  const std::string path = BlobPath(digest);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoError(errno, "open " + path);
+  BCFS_ASSIGN_OR_RETURN(std::string text, ReadAll(fd.get(), path, max_size));
+  Digest got = digest.algorithm() == "sha256" ? Digest::Sha256Of(text) : Digest();
+  if (got != digest) {
+    return CorruptError(path + " does not match its digest (its bytes hash to " +
+                        (got.empty() ? std::string("an unsupported algorithm") : got.ToString()) +
+                        ")");
+  }
+  return text;
+}
+
+Result<std::vector<Digest>> LocalBackend::ListBlobs() {
+  std::vector<Digest> out;
+  for (const char* alg : {"sha256", "sha512"}) {
+    const std::string path = dir_ + "/blobs/" + alg;
+    DIR* d = ::opendir(path.c_str());
+    if (d == nullptr) {
+      if (errno == ENOENT) continue;
+      return ErrnoError(errno, "list " + path);
+    }
+    while (struct dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      auto digest = Digest::Parse(std::string(alg) + ":" + e->d_name);
+      if (digest.ok()) out.push_back(*digest);
+    }
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace bcfs::backends

@@ -1,0 +1,41 @@
+// The type=local backend: an OCI image layout written by
+// `--cache-to type=local,dest=DIR` (FORMATS.md §2). Refs come from index.json
+// (read under a shared flock of index.json.lock when the exporter left one, and
+// read again once when it is half-written); `tag=` narrows to one ref and
+// `digest=` names the top-level blob directly. The backend never writes to
+// the source: files are opened read-only and nothing is created.
+//
+// Thread-safety: immutable after construction; methods are thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+
+namespace bcfs::backends {
+
+class LocalBackend : public Backend {
+ public:
+  // kNotFound when dir does not exist, kInvalidArgument when it is not a directory.
+  static Result<std::unique_ptr<LocalBackend>> Open(const SourceSpec& spec);
+
+  std::string Describe() const override;
+  Result<std::vector<RefEntry>> ListRefs() override;
+  Result<BlobStat> StatBlob(const Digest& digest) override;
+  Result<size_t> ReadBlob(const Digest& digest, uint64_t offset, std::span<char> out) override;
+  Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
+  Result<std::vector<Digest>> ListBlobs() override;
+
+  std::string BlobPath(const Digest& digest) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  LocalBackend(SourceSpec spec, std::string dir) : spec_(std::move(spec)), dir_(std::move(dir)) {}
+  Result<std::string> ReadIndexJson() const;
+
+  SourceSpec spec_;
+  std::string dir_;
+};
+
+}  // namespace bcfs::backends

@@ -1,0 +1,19 @@
+// The subcommands of the `buildcachefs` binary. Each takes its arguments
+// (after the subcommand name) and returns the process exit code:
+// 0 success, 1 the command ran but found errors (printed), 2 usage errors.
+//
+// Thread-safety: called once from main.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace bcfs::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitErrors = 1;
+inline constexpr int kExitUsage = 2;
+
+int RunLs(const std::vector<std::string>& args);
+
+}  // namespace bcfs::cli

@@ -1,0 +1,43 @@
+// buildcachefs: BuildKit build caches as an ordinary read-only directory tree.
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+constexpr char kHelp[] = R"(Usage: buildcachefs COMMAND [ARGS...]
+
+BuildKit build caches (docker buildx --cache-to type=local|registry|inline|s3|azblob|gha)
+as something you can see into.
+
+Commands:
+  ls SOURCE [REF] [--format json]   refs, layers, records and history of a cache, without mounting
+  version                           print the version
+
+Coming next (see the issues): mount, du, prune, gc, verify, warm, fsck.
+
+SOURCE is the CSV given to buildx --cache-from, e.g. type=local,src=/var/cache/bk.
+Run `buildcachefs COMMAND --help` for a command's options.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+    std::cout << kHelp;
+    return args.empty() ? bcfs::cli::kExitUsage : bcfs::cli::kExitOk;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "ls") return bcfs::cli::RunLs(args);
+  if (cmd == "version" || cmd == "--version") {
+    std::cout << "buildcachefs " << BCFS_VERSION << "\n";
+    return bcfs::cli::kExitOk;
+  }
+  std::cerr << "buildcachefs: unknown command \"" << cmd << "\"\n\n" << kHelp;
+  return bcfs::cli::kExitUsage;
+}
