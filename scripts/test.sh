@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds with ASan+UBSan (Debug) and runs every test.
+# Usage: bash scripts/test.sh [ctest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+stage() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
+start=$(date +%s)
+
+stage "install dependencies"
+bash scripts/install-deps.sh
+
+shared="${BCFS_SHARED:-$root/../shared}"
+if [ ! -d "$shared/fixtures/buildkit" ]; then
+  echo "test.sh: $shared/fixtures/buildkit is absent: tests that need the real BuildKit fixtures will skip (set BCFS_SHARED)"
+fi
+
+stage "configure and build (Debug, ASan+UBSan)"
+t=$(date +%s)
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBCFS_SANITIZE=ON \
+  -DBCFS_SHARED="$shared" >/dev/null
+ninja -C build-asan
+echo "build: $(( $(date +%s) - t )) s"
+
+stage "tests (ASan+UBSan)"
+t=$(date +%s)
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" "$@"
+echo "tests: $(( $(date +%s) - t )) s"
+
+stage "clang-format"
+if ! git ls-files '*.cc' '*.h' | xargs clang-format-14 --dry-run --Werror; then
+  echo "test.sh: clang-format-14 differences (run: git ls-files '*.cc' '*.h' | xargs clang-format-14 -i)"
+  exit 1
+fi
+
+echo
+echo "all tests passed in $(( $(date +%s) - start )) s"
