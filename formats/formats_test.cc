@@ -7,6 +7,7 @@
 #include "formats/cache_manifest.h"
 #include "formats/cacheconfig.h"
 #include "formats/oci.h"
+#include "tests/testing.h"
 
 namespace bcfs::formats {
 namespace {
@@ -345,20 +346,14 @@ TEST(Inline, RecordsFromTheImageConfigAndLayersFromTheManifest) {
 // The real BuildKit exports in ../shared (FORMATS.md fixtures): each parses
 // with the shape MANIFEST.md records.
 std::string ReadFixture(const std::string& rel) {
-  const char* shared = std::getenv("BCFS_SHARED");
-  std::ifstream f(std::string(shared ? shared : "") + "/fixtures/buildkit/" + rel,
-                  std::ios::binary);
+  std::ifstream f(bcfs::testing::FixturesDir() + "/" + rel, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
 
 TEST(Fixtures, RealBuildKitExportsParseInEveryShape) {
-  const char* shared = std::getenv("BCFS_SHARED");
-  if (shared == nullptr || !std::ifstream(std::string(shared) + "/fixtures/buildkit/MANIFEST.md")) {
-    if (std::getenv("CI")) FAIL() << "BCFS_SHARED fixtures are missing in CI";
-    GTEST_SKIP() << "../shared/fixtures/buildkit is absent (set BCFS_SHARED)";
-  }
+  BCFS_REQUIRE_FIXTURES();
   struct Case {
     std::string top, config;
     Shape shape;

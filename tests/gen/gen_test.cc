@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/digest.h"
+#include "tests/testing.h"
 
 namespace bcfs::gen {
 
@@ -579,11 +580,10 @@ TEST(GenTest, ConfigLooksLikeBuildKits) {
 
 // The key orders we write are the ones in BuildKit's real output.
 TEST(GenTest, KeyOrderMatchesRealFixture) {
-  const char* shared = std::getenv("BCFS_SHARED");
-  if (shared == nullptr) GTEST_SKIP() << "BCFS_SHARED not set";
-  fs::path config = fs::path(shared) / "fixtures/buildkit/local-max-gzip/blobs/sha256" /
+  BCFS_REQUIRE_FIXTURES();
+  fs::path config = fs::path(bcfs::testing::FixturesDir()) / "local-max-gzip/blobs/sha256" /
                     "16966e6ea17ee8c7bc6f38ed8267be821918957d4e7583d7cf96f3a46b387d91";
-  if (!fs::exists(config)) GTEST_SKIP() << config << " missing";
+  ASSERT_TRUE(fs::exists(config)) << config << " missing";
   std::string bytes = ReadFile(config);
   ExpectCompactJson(bytes);
   Json c = Json::parse(bytes);
