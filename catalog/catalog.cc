@@ -5,24 +5,12 @@
 #include <set>
 
 #include "backends/naming.h"
+#include "core/units.h"
 
 namespace bcfs::catalog {
 namespace {
 
 using formats::Descriptor;
-
-std::string Human(uint64_t n) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[u]);
-  return buf;
-}
 
 // Reads and verifies one document named by desc; problems go to ref.errors.
 bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::string& what,
@@ -39,7 +27,7 @@ bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::stri
     return false;
   }
   if (st->size > kBuildKitDocumentLimit) {
-    ref.warnings.push_back(label + " is " + Human(st->size) +
+    ref.warnings.push_back(label + " is " + FormatBytes(st->size) +
                            "; BuildKit refuses to import manifests and configs over 1 MiB");
   }
   auto text = backend.ReadDocument(desc.digest, kMaxDocumentSize);

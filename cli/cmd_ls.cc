@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/units.h"
 #include "index/index.h"
 
 namespace bcfs::cli {
@@ -42,19 +43,6 @@ Options:
 
 Exit status: 0 all read, 1 read with errors (still listed), 2 usage error.
 )";
-
-std::string Human(uint64_t n) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[u]);
-  return buf;
-}
 
 std::string DateOrDash(TimeNs t) {
   if (t == 0) return "-";
@@ -154,7 +142,8 @@ void PrintRefSummary(std::ostream& os, const std::vector<const catalog::RefInfo*
   for (const auto* r : refs) {
     rows.push_back({backends::EncodeRefName(r->name), r->shape.empty() ? "?" : r->shape,
                     Short(r->descriptor.digest), std::to_string(r->layers.size()),
-                    std::to_string(r->record_count), Human(r->total_size), DateOrDash(r->created)});
+                    std::to_string(r->record_count), FormatBytes(r->total_size),
+                    DateOrDash(r->created)});
   }
   PrintTable(os, rows, {false, false, false, true, true, true, false}, "");
 }
@@ -182,13 +171,14 @@ void PrintLayers(std::ostream& os, const catalog::RefInfo& r) {
   PrintTable(os, rows, {false, false, true, false, false, false, false}, "  ");
 }
 
-void PrintHuman(const catalog::SourceInfo& info, const std::vector<const catalog::RefInfo*>& refs,
-                const std::vector<const catalog::RefInfo*>& history) {
+void PrintFormatBytes(const catalog::SourceInfo& info,
+                      const std::vector<const catalog::RefInfo*>& refs,
+                      const std::vector<const catalog::RefInfo*>& history) {
   std::ostream& os = std::cout;
   os << "source " << info.name << " (" << info.location << "): " << info.refs.size() << " refs, "
-     << info.blob_count << " blobs, " << Human(info.blob_bytes);
+     << info.blob_count << " blobs, " << FormatBytes(info.blob_bytes);
   if (info.unreferenced_count > 0) {
-    os << "; " << info.unreferenced_count << " blobs (" << Human(info.unreferenced_bytes)
+    os << "; " << info.unreferenced_count << " blobs (" << FormatBytes(info.unreferenced_bytes)
        << ") no ref reaches";
   }
   os << "\n\n";
@@ -299,7 +289,7 @@ int RunLs(const std::vector<std::string>& argv) {
   if (format == "json") {
     PrintJson(info, refs, history);
   } else {
-    PrintHuman(info, refs, history);
+    PrintFormatBytes(info, refs, history);
   }
   return info.HasErrors() ? kExitErrors : kExitOk;
 }

@@ -3,6 +3,7 @@
 #include "core/digest.h"
 #include "core/status.h"
 #include "core/time.h"
+#include "core/units.h"
 
 namespace bcfs {
 namespace {
@@ -61,6 +62,14 @@ TEST(Status, ContextChainsKeepCodeAndForeignError) {
   EXPECT_FALSE(r.ok());
   Result<int> bad = OkStatus();
   EXPECT_EQ(bad.status().code(), Code::kInternal);
+}
+
+TEST(Units, FormatBytesUsesBinaryUnitsWithOneDecimal) {
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(1024), "1.0 KiB");
+  EXPECT_EQ(FormatBytes(1237213), "1.2 MiB");
+  EXPECT_EQ(FormatBytes(3ull << 30), "3.0 GiB");
 }
 
 }  // namespace
