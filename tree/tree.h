@@ -1,0 +1,124 @@
+// The tree: the read-only directory tree a mount shows (DESIGN.md §1.3–1.6),
+// as a FUSE-free model that tests call directly and that the FUSE adapter
+// (fs/) only translates. Built from the catalog of each source:
+//
+//   <source>/oci-layout, index.json, index.json.lock (empty), ingest/ (empty)
+//   <source>/blobs/sha256/<hex>            raw blob bytes, served only verified
+//   <source>/refs/<ref>/manifest.json, cache-config.json, records.json,
+//                       [inline-records.json], layers/NNN-<hex12> -> blob
+//   <source>/history/<hex>/...             same shape, for unreachable manifests
+//   .buildcachefs/status.json              rendered when read
+//
+// Inode numbers are derived from the path, so they are stable across remounts.
+// Nodes are created once and never freed while the tree lives, so the FUSE
+// layer's lookup counts need no bookkeeping here.
+//
+// Thread-safety: every method is thread-safe (the node table is immutable
+// after Build; error notes and verification state are guarded by mutexes).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backends/backend.h"
+#include "catalog/catalog.h"
+#include "core/status.h"
+#include "core/time.h"
+#include "index/index.h"
+
+namespace bcfs::tree {
+
+enum class Kind { kDir, kFile, kSymlink };
+
+// How long the kernel may cache an entry and its data (DESIGN.md §1.6).
+enum class CachePolicy {
+  kImmutable,  // digest-named: long entry/attr timeouts, keep the page cache
+  kShort,      // index.json, refs/, source folders: ~1 s, invalidated on refresh
+  kDirect,     // .buildcachefs/: direct_io, no caching
+};
+
+struct Attr {
+  uint64_t ino = 0;
+  Kind kind = Kind::kFile;
+  uint32_t mode = 0;  // permission bits only (0444 / 0555 / 0777)
+  uint64_t nlink = 1;
+  uint64_t size = 0;
+  TimeNs mtime = 0;
+  uint32_t uid = 0, gid = 0;
+  CachePolicy cache = CachePolicy::kShort;
+};
+
+struct DirEntry {
+  std::string name;
+  Attr attr;
+};
+
+// Bytes to hand to the kernel: either from a file descriptor (spliced by the
+// FUSE layer) or from memory.
+struct ReadSpan {
+  int fd = -1;              // >= 0: read `length` bytes at fd_offset from it
+  uint64_t fd_offset = 0;
+  size_t length = 0;
+  std::string bytes;        // used when fd < 0
+};
+
+// An open file. Read never returns unverified bytes.
+class OpenFile {
+ public:
+  virtual ~OpenFile() = default;
+  // Up to size bytes at offset (fewer only at the end of the file).
+  virtual Result<ReadSpan> Read(uint64_t offset, size_t size) = 0;
+};
+
+// One source to show: its folder name, its backend and what the catalog read.
+struct SourceInput {
+  std::string name;
+  std::shared_ptr<backends::Backend> backend;
+  catalog::SourceInfo info;
+};
+
+class Node;
+
+class Tree {
+ public:
+  static constexpr uint64_t kRootIno = 1;
+
+  // Builds the tree of all sources. `index` (may be null) keeps the
+  // verification memo of local blobs; it must outlive the tree.
+  static Result<std::unique_ptr<Tree>> Build(std::vector<SourceInput> sources, index::Index* index);
+  ~Tree();
+
+  // kNotFound when parent has no child `name` (or is not a directory).
+  Result<Attr> Lookup(uint64_t parent, std::string_view name);
+  // kNotFound for an unknown inode.
+  Result<Attr> GetAttr(uint64_t ino);
+  // The children of a directory, sorted by name ("." and ".." not included).
+  Result<std::vector<DirEntry>> ReadDir(uint64_t ino);
+  // The target of a symlink; kInvalidArgument for other kinds.
+  Result<std::string> ReadLink(uint64_t ino);
+  // Extended attribute names of a node (user.buildcachefs.*), sorted.
+  Result<std::vector<std::string>> ListXattrs(uint64_t ino);
+  // kNotFound (ENODATA at the edge) when the node has no such attribute.
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  // Opens a file for reading. A blob is verified here (whole-blob sha256 before
+  // the first byte, DESIGN.md §2): kCorrupt when its bytes do not match its
+  // digest or its size differs from the descriptor, with the reason kept in
+  // the node's user.buildcachefs.error.
+  Result<std::unique_ptr<OpenFile>> Open(uint64_t ino);
+
+  // Finds a node by a path relative to the root ("src/refs/latest/manifest.json").
+  Result<Attr> Resolve(std::string_view path);
+  size_t NodeCount() const;
+
+ private:
+  Tree();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bcfs::tree
