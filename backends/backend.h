@@ -25,6 +25,7 @@ namespace bcfs::backends {
 struct RefEntry {
   std::string name;                // raw ref name, or "@<hex12>" when it has none
   formats::Descriptor descriptor;  // the top-level cache blob; media_type "" when unknown
+  std::string raw_descriptor;      // the descriptor's JSON as the source wrote it, "" when none
 };
 
 struct BlobStat {
@@ -59,6 +60,18 @@ class Backend {
 
   // Every blob the source holds, sorted. kUnsupported where the backend cannot list.
   virtual Result<std::vector<Digest>> ListBlobs() = 0;
+
+  // The source's own write time of its ref list (local: index.json's mtime,
+  // else the directory's); 0 when unknown.
+  virtual TimeNs RefsModified() = 0;
+
+  // A read-only file descriptor of a blob the source holds as a local file,
+  // for serving with splice; the caller closes it. kUnsupported for remote
+  // backends, kNotFound when absent.
+  virtual Result<int> OpenBlobFd(const Digest& digest) {
+    (void)digest;
+    return UnsupportedError("this source has no local blob files");
+  }
 };
 
 // Opens the backend a source string names. kUnsupported for types this build

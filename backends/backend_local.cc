@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "backends/naming.h"
@@ -115,8 +116,9 @@ Result<std::vector<RefEntry>> LocalBackend::ListRefs() {
     return refs;
   }
   Result<formats::ImageIndex> index = formats::ImageIndex();
+  std::string text;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    BCFS_ASSIGN_OR_RETURN(std::string text, ReadIndexJson());
+    BCFS_ASSIGN_OR_RETURN(text, ReadIndexJson());
     index = formats::ParseImageIndex(text, doc);
     if (index.ok()) break;
     if (attempt == 0) {
@@ -127,12 +129,23 @@ Result<std::vector<RefEntry>> LocalBackend::ListRefs() {
   }
   if (!index.ok()) return index.status();
 
+  // The descriptors as written (key order and unknown fields kept), for a
+  // mount's index.json that copies them verbatim.
+  std::vector<std::string> raw;
+  try {
+    auto ordered = nlohmann::ordered_json::parse(text);
+    for (const auto& m : ordered.at("manifests")) raw.push_back(m.dump());
+  } catch (const nlohmann::ordered_json::exception&) {
+    raw.clear();  // ParseImageIndex accepted it, so this cannot happen in practice
+  }
   const std::string tag = spec_.Get("tag");
   std::map<std::string, bool> used;
   const RefEntry* by_image_name = nullptr;
-  for (const auto& d : index->manifests) {
+  for (size_t i = 0; i < index->manifests.size(); ++i) {
+    const formats::Descriptor& d = index->manifests[i];
     RefEntry e;
     e.descriptor = d;
+    if (i < raw.size()) e.raw_descriptor = raw[i];
     e.name = d.Annotation(formats::annotation::kRefName);
     if (e.name.empty() || used.count(e.name)) e.name = DigestRefName(d.digest);
     used[e.name] = true;
@@ -203,6 +216,21 @@ Result<std::string> LocalBackend::ReadDocument(const Digest& digest, uint64_t ma
                         ")");
   }
   return text;
+}
+
+TimeNs LocalBackend::RefsModified() {
+  struct stat st;
+  if (::stat((dir_ + "/index.json").c_str(), &st) == 0 || ::stat(dir_.c_str(), &st) == 0) {
+    return ToNs(st.st_mtim);
+  }
+  return 0;
+}
+
+Result<int> LocalBackend::OpenBlobFd(const Digest& digest) {
+  const std::string path = BlobPath(digest);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open " + path);
+  return fd;
 }
 
 Result<std::vector<Digest>> LocalBackend::ListBlobs() {

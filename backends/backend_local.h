@@ -26,6 +26,8 @@ class LocalBackend : public Backend {
   Result<size_t> ReadBlob(const Digest& digest, uint64_t offset, std::span<char> out) override;
   Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
   Result<std::vector<Digest>> ListBlobs() override;
+  TimeNs RefsModified() override;
+  Result<int> OpenBlobFd(const Digest& digest) override;
 
   std::string BlobPath(const Digest& digest) const;
   const std::string& dir() const { return dir_; }

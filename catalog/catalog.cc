@@ -72,6 +72,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
       return;
     }
     config = std::move(ic->config);
+    ref.inline_records_json = std::move(ic->records_json);
   } else {
     auto c = formats::ParseCacheConfig(config_text, cdoc);
     if (!c.ok()) {
@@ -80,6 +81,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
     }
     config = std::move(*c);
   }
+  ref.config_bytes = std::move(config_text);
 
   std::map<Digest, int64_t> stat_cache;  // blob -> size in the source, -1 when absent
   auto source_size = [&](const Digest& d) {
@@ -180,6 +182,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
   info.name = name;
   info.type = type;
   info.location = backend.Describe();
+  info.refs_modified = backend.RefsModified();
 
   auto refs = backend.ListRefs();
   if (!refs.ok()) {
@@ -189,6 +192,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       RefInfo ref;
       ref.name = std::move(e.name);
       ref.descriptor = std::move(e.descriptor);
+      ref.raw_descriptor = std::move(e.raw_descriptor);
       ReadRef(backend, ref);
       info.refs.push_back(std::move(ref));
     }
@@ -200,6 +204,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       info.errors.push_back(blobs.status().message());
     return info;
   }
+  info.blobs = *blobs;
   std::set<Digest> reached;
   for (const auto& r : info.refs) Reach(r, reached);
   std::vector<Digest> unreached;

@@ -46,6 +46,7 @@ struct RefInfo {
   std::string name;                // raw ref name or "@<hex12>"
   bool history = false;            // a cache manifest that no ref reaches
   formats::Descriptor descriptor;  // the top-level blob as the source described it
+  std::string raw_descriptor;      // its JSON as the source wrote it ("" when none)
   std::string shape;           // image-manifest, index, manifest-list, inline ("" when unreadable)
   std::string media_type;      // of the top-level document
   formats::Descriptor config;  // the cache config (or image config for inline)
@@ -57,6 +58,11 @@ struct RefInfo {
   TimeNs modified = 0;      // the source's write time of the top-level blob
   std::vector<std::string> warnings;
   std::vector<std::string> errors;
+
+  // The documents, verified against their digests (empty when unreadable).
+  std::string manifest_bytes;
+  std::string config_bytes;
+  std::string inline_records_json;  // inline caches: the decoded records array as stored
 };
 
 struct SourceInfo {
@@ -69,6 +75,8 @@ struct SourceInfo {
   uint64_t unreferenced_count = 0, unreferenced_bytes = 0;  // blobs no ref reaches
   std::vector<std::string> warnings;
   std::vector<std::string> errors;  // source-level (e.g. index.json unreadable)
+  std::vector<Digest> blobs;        // every blob the source holds (when it can list them)
+  TimeNs refs_modified = 0;         // the source's write time of its ref list
 
   bool HasErrors() const;
 };
