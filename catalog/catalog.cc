@@ -53,6 +53,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
   ref.shape = std::string(formats::ShapeName(manifest->shape));
   ref.media_type = manifest->media_type;
   ref.config = manifest->config;
+  ref.manifest_bytes = manifest_text;
   ref.total_size =
       static_cast<uint64_t>(ref.descriptor.size) + static_cast<uint64_t>(manifest->config.size);
 

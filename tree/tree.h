@@ -61,10 +61,10 @@ struct DirEntry {
 // Bytes to hand to the kernel: either from a file descriptor (spliced by the
 // FUSE layer) or from memory.
 struct ReadSpan {
-  int fd = -1;              // >= 0: read `length` bytes at fd_offset from it
+  int fd = -1;  // >= 0: read `length` bytes at fd_offset from it
   uint64_t fd_offset = 0;
   size_t length = 0;
-  std::string bytes;        // used when fd < 0
+  std::string bytes;  // used when fd < 0
 };
 
 // An open file. Read never returns unverified bytes.

@@ -1,0 +1,724 @@
+#include "tree/tree.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <unordered_map>
+
+#include "backends/naming.h"
+#include "core/log.h"
+
+namespace bcfs::tree {
+namespace {
+
+using OJson = nlohmann::ordered_json;
+
+constexpr std::string_view kXattrPrefix = "user.buildcachefs.";
+
+TimeNs Now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Where a file's bytes come from.
+enum class Content { kNone, kBytes, kBlob, kStatus };
+
+// A blob of one source, shared by every node that serves it.
+struct BlobRef {
+  size_t source = 0;
+  Digest digest;
+  uint64_t size = 0;         // what st_size says (descriptor size when a ref reaches it)
+  std::string static_error;  // known unreadable at build time ("" = readable so far)
+};
+
+}  // namespace
+
+class Node {
+ public:
+  uint64_t ino = 0;
+  uint64_t parent = 0;
+  std::string name;
+  Kind kind = Kind::kFile;
+  uint32_t mode = 0444;
+  TimeNs mtime = 0;
+  CachePolicy cache = CachePolicy::kShort;
+  std::map<std::string, uint64_t> children;  // directories, by name
+  uint64_t subdirs = 0;
+  std::string target;  // symlinks
+  Content content = Content::kNone;
+  std::shared_ptr<const std::string> bytes;   // kBytes
+  std::shared_ptr<BlobRef> blob;              // kBlob
+  std::map<std::string, std::string> xattrs;  // without the user.buildcachefs. prefix
+};
+
+namespace {
+
+// A file served from memory.
+class BytesFile : public OpenFile {
+ public:
+  explicit BytesFile(std::shared_ptr<const std::string> bytes) : bytes_(std::move(bytes)) {}
+  Result<ReadSpan> Read(uint64_t offset, size_t size) override {
+    ReadSpan span;
+    if (offset < bytes_->size()) span.bytes = bytes_->substr(offset, size);
+    span.length = span.bytes.size();
+    return span;
+  }
+
+ private:
+  std::shared_ptr<const std::string> bytes_;
+};
+
+// A verified blob served from its file descriptor.
+class FdFile : public OpenFile {
+ public:
+  FdFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  ~FdFile() override { ::close(fd_); }
+  Result<ReadSpan> Read(uint64_t offset, size_t size) override {
+    ReadSpan span;
+    span.fd = fd_;
+    span.fd_offset = offset;
+    span.length =
+        offset >= size_ ? 0 : static_cast<size_t>(std::min<uint64_t>(size, size_ - offset));
+    return span;
+  }
+
+ private:
+  int fd_;
+  uint64_t size_;
+};
+
+// Closes an fd unless released.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd) : fd_(fd) {}
+  ~FdGuard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int release() { return std::exchange(fd_, -1); }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string Position(int64_t pos) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%03lld", static_cast<long long>(pos));
+  return buf;
+}
+
+std::string GoTime(TimeNs t) { return t == 0 ? "0001-01-01T00:00:00Z" : FormatRfc3339(t); }
+
+std::string RecordsJson(const catalog::RefInfo& ref) {
+  OJson out = OJson::array();
+  for (size_t i = 0; i < ref.records.size(); ++i) {
+    const auto& r = ref.records[i];
+    OJson inputs = OJson::array();
+    for (const auto& slot : r.inputs) {
+      OJson alts = OJson::array();
+      for (const auto& in : slot) {
+        OJson a;
+        if (!in.selector.empty()) a["selector"] = in.selector;
+        a["link"] = in.link;
+        alts.push_back(a);
+      }
+      inputs.push_back(alts);
+    }
+    OJson results = OJson::array();
+    for (const auto& res : r.results) {
+      OJson blobs = OJson::array();
+      for (const auto& b : res.blobs) blobs.push_back(b.ToString());
+      results.push_back({{"layers", res.layers},
+                         {"blobs", blobs},
+                         {"createdAt", GoTime(res.created_at)},
+                         {"chain", res.explicit_chain}});
+    }
+    out.push_back({{"index", i}, {"digest", r.digest}, {"inputs", inputs}, {"results", results}});
+  }
+  return out.dump(2) + "\n";
+}
+
+// The full cache config of an inline cache: layers from the image manifest,
+// records as stored in the image config. Compact, fixed key order (stable digest).
+std::string SynthesizeInlineConfig(const catalog::RefInfo& ref) {
+  OJson layers = OJson::array();
+  for (const auto& l : ref.layers) {
+    OJson layer;
+    layer["blob"] = l.blob.ToString();
+    if (l.parent != 0) layer["parent"] = l.parent;  // Go omitempty, as BuildKit writes
+    OJson ann;
+    ann["mediaType"] = l.media_type;
+    ann["diffID"] = l.diff_id.ToString();
+    ann["size"] = l.size;
+    ann["createdAt"] = GoTime(l.created);
+    layer["annotations"] = ann;
+    layers.push_back(layer);
+  }
+  OJson records = OJson::array();
+  try {
+    records = OJson::parse(ref.inline_records_json);
+  } catch (const OJson::exception&) {
+    // The catalog parsed it already; an empty list is the only safe fallback.
+  }
+  OJson out;
+  out["layers"] = layers;
+  out["records"] = records;
+  return out.dump();
+}
+
+}  // namespace
+
+struct Tree::Impl {
+  std::vector<SourceInput> sources;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes;
+  index::Index* index = nullptr;
+  TimeNs mount_time = 0;
+
+  std::mutex index_mu;  // guards *index (one thread at a time)
+
+  // Runtime state of blobs: errors found at open time, verified identities and
+  // in-flight verifications (single flight: concurrent opens hash once).
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::pair<size_t, Digest>, std::string> errors;            // GUARDED_BY(mu)
+  std::map<std::pair<size_t, Digest>, index::FileIdentity> verified;  // GUARDED_BY(mu)
+  std::set<std::pair<size_t, Digest>> verifying;                      // GUARDED_BY(mu)
+
+  // ---- building ----
+  uint64_t InoFor(const std::string& path) {
+    std::string key = path;
+    for (int salt = 0;; ++salt) {
+      Digest d = Digest::Sha256Of(key);
+      uint64_t ino = std::stoull(d.hex().substr(0, 16), nullptr, 16) & 0x7fffffffffffffffULL;
+      if (ino > kRootIno && !nodes.count(ino)) return ino;
+      key = path + "#" + std::to_string(salt);
+    }
+  }
+
+  Node* Get(uint64_t ino) {
+    auto it = nodes.find(ino);
+    return it == nodes.end() ? nullptr : it->second.get();
+  }
+
+  std::string PathOf(const Node* n) {
+    std::string p;
+    while (n != nullptr && n->ino != kRootIno) {
+      p = "/" + n->name + p;
+      n = Get(n->parent);
+    }
+    return p;
+  }
+
+  Node* Add(Node* parent, const std::string& name, Kind kind, TimeNs mtime, CachePolicy cache) {
+    auto node = std::make_unique<Node>();
+    node->ino = InoFor(PathOf(parent) + "/" + name);
+    node->parent = parent->ino;
+    node->name = name;
+    node->kind = kind;
+    node->mode = kind == Kind::kDir ? 0555 : kind == Kind::kSymlink ? 0777 : 0444;
+    node->mtime = mtime;
+    node->cache = cache;
+    Node* raw = node.get();
+    parent->children[name] = raw->ino;
+    if (kind == Kind::kDir) ++parent->subdirs;
+    nodes[raw->ino] = std::move(node);
+    return raw;
+  }
+
+  Node* AddBytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
+                 CachePolicy cache) {
+    Node* n = Add(parent, name, Kind::kFile, mtime, cache);
+    n->content = Content::kBytes;
+    n->bytes = std::make_shared<const std::string>(std::move(bytes));
+    return n;
+  }
+
+  // Adds refs/<ref>/ or history/<hex>/ for one ref.
+  void AddRefDir(Node* parent, const std::string& name, const catalog::RefInfo& ref,
+                 const std::map<std::string, std::string>& source_x, Node* blobs_dir,
+                 TimeNs blob_mtime_default) {
+    TimeNs mtime = ref.modified ? ref.modified : blob_mtime_default;
+    CachePolicy policy = ref.history ? CachePolicy::kImmutable : CachePolicy::kShort;
+    Node* dir = Add(parent, name, Kind::kDir, mtime, policy);
+    std::map<std::string, std::string> x = source_x;
+    x["ref"] = ref.name;
+    dir->xattrs = x;
+    dir->xattrs["digest"] = ref.descriptor.digest.ToString();
+    std::string errors;
+    for (const auto& e : ref.errors) errors += (errors.empty() ? "" : "; ") + e;
+    if (!errors.empty()) dir->xattrs["error"] = errors;
+
+    if (!ref.manifest_bytes.empty()) {
+      Node* m = AddBytes(dir, "manifest.json", ref.manifest_bytes, mtime, policy);
+      m->xattrs = x;
+      m->xattrs["digest"] = ref.descriptor.digest.ToString();
+      m->xattrs["mediatype"] = ref.media_type;
+    }
+    if (!ref.config_bytes.empty()) {
+      const bool is_inline = ref.shape == "inline";
+      std::string config = is_inline ? SynthesizeInlineConfig(ref) : ref.config_bytes;
+      Digest digest = is_inline ? Digest::Sha256Of(config) : ref.config.digest;
+      TimeNs cmtime = is_inline && ref.created ? ref.created : mtime;
+      Node* c = AddBytes(dir, "cache-config.json", config, cmtime, policy);
+      c->xattrs = x;
+      c->xattrs["digest"] = digest.ToString();
+      c->xattrs["mediatype"] = std::string(formats::media::kCacheConfig);
+      if (is_inline) {
+        c->xattrs["synthesized"] = "1";
+        Node* r = AddBytes(dir, "inline-records.json", ref.inline_records_json, cmtime, policy);
+        r->xattrs = x;
+        r->xattrs["synthesized"] = "1";
+        // Synthesized documents are served under blobs/ too (DESIGN.md §1.5).
+        if (!blobs_dir->children.count(digest.hex())) {
+          Node* b = AddBytes(blobs_dir, digest.hex(), config, cmtime, CachePolicy::kImmutable);
+          b->xattrs = source_x;
+          b->xattrs["digest"] = digest.ToString();
+          b->xattrs["mediatype"] = std::string(formats::media::kCacheConfig);
+          b->xattrs["synthesized"] = "1";
+          b->xattrs["cached"] = std::to_string(config.size());
+        }
+      }
+    }
+    if (!ref.shape.empty()) {
+      Node* r = AddBytes(dir, "records.json", RecordsJson(ref), mtime, policy);
+      r->xattrs = x;
+    }
+    Node* layers = Add(dir, "layers", Kind::kDir, mtime, policy);
+    layers->xattrs = x;
+    const int width = ref.layers.size() > 1000
+                          ? static_cast<int>(std::to_string(ref.layers.size() - 1).size())
+                          : 3;
+    for (const auto& l : ref.layers) {
+      std::string pos = Position(l.position);
+      if (static_cast<int>(pos.size()) < width) pos = std::string(width - pos.size(), '0') + pos;
+      Node* link = Add(layers, pos + "-" + l.blob.ShortHex(), Kind::kSymlink, mtime,
+                       CachePolicy::kImmutable);
+      link->target = "../../../blobs/" + l.blob.algorithm() + "/" + l.blob.hex();
+      link->xattrs = x;
+      link->xattrs["digest"] = l.blob.ToString();
+      if (!l.media_type.empty()) link->xattrs["mediatype"] = l.media_type;
+      if (!l.listed) link->xattrs["error"] = "the manifest does not list this blob";
+    }
+  }
+
+  void BuildSource(Node* root, size_t si) {
+    const SourceInput& in = sources[si];
+    const catalog::SourceInfo& info = in.info;
+    const TimeNs smtime = info.refs_modified ? info.refs_modified : mount_time;
+    std::map<std::string, std::string> sx = {{"source", info.location}};
+
+    Node* src = Add(root, in.name, Kind::kDir, smtime, CachePolicy::kShort);
+    src->xattrs = sx;
+    std::string src_errors;
+    for (const auto& e : info.errors) src_errors += (src_errors.empty() ? "" : "; ") + e;
+    if (!src_errors.empty()) src->xattrs["error"] = src_errors;
+
+    AddBytes(src, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}", smtime, CachePolicy::kShort)
+        ->xattrs = sx;
+    // index.json: one descriptor per ref, verbatim from the source, by raw ref name.
+    std::vector<const catalog::RefInfo*> by_name;
+    for (const auto& r : info.refs) by_name.push_back(&r);
+    std::sort(by_name.begin(), by_name.end(),
+              [](const auto* a, const auto* b) { return a->name < b->name; });
+    std::string index = "{\"schemaVersion\":2,\"mediaType\":\"" +
+                        std::string(formats::media::kOciIndex) + "\",\"manifests\":[";
+    for (size_t i = 0; i < by_name.size(); ++i) {
+      const auto* r = by_name[i];
+      std::string desc = r->raw_descriptor;
+      if (desc.empty()) {
+        OJson d;
+        d["mediaType"] = r->media_type.empty() ? r->descriptor.media_type : r->media_type;
+        d["digest"] = r->descriptor.digest.ToString();
+        d["size"] = r->descriptor.size;
+        d["annotations"] = {{std::string(formats::annotation::kRefName), r->name}};
+        desc = d.dump();
+      }
+      index += (i ? "," : "") + desc;
+    }
+    index += "]}";
+    AddBytes(src, "index.json", index, smtime, CachePolicy::kShort)->xattrs = sx;
+    AddBytes(src, "index.json.lock", "", smtime, CachePolicy::kShort)->xattrs = sx;
+    Add(src, "ingest", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
+
+    // blobs/: everything the source holds plus everything a ref reaches.
+    Node* blobs_top = Add(src, "blobs", Kind::kDir, smtime, CachePolicy::kShort);
+    blobs_top->xattrs = sx;
+    std::map<std::string, Node*> alg_dirs;
+    auto alg_dir = [&](const std::string& alg) {
+      auto it = alg_dirs.find(alg);
+      if (it != alg_dirs.end()) return it->second;
+      Node* d = Add(blobs_top, alg, Kind::kDir, smtime, CachePolicy::kShort);
+      d->xattrs = sx;
+      alg_dirs[alg] = d;
+      return d;
+    };
+    Node* sha = alg_dir("sha256");
+    std::map<Digest, std::shared_ptr<BlobRef>> blobs;
+    std::map<Digest, std::string> media;
+    std::set<Digest> present(info.blobs.begin(), info.blobs.end());
+    auto reach = [&](const Digest& d, int64_t size, const std::string& mt) {
+      if (d.empty()) return;
+      auto& b = blobs[d];
+      if (!b) {
+        b = std::make_shared<BlobRef>();
+        b->source = si;
+        b->digest = d;
+        b->size = size >= 0 ? static_cast<uint64_t>(size) : 0;
+      }
+      if (!mt.empty() && !media.count(d)) media[d] = mt;
+    };
+    for (const auto* list : {&info.refs, &info.history}) {
+      for (const auto& r : *list) {
+        if (r.shape.empty()) continue;
+        reach(r.descriptor.digest, r.descriptor.size,
+              r.media_type.empty() ? r.descriptor.media_type : r.media_type);
+        reach(r.config.digest, r.config.size, r.config.media_type);
+        for (const auto& l : r.layers) {
+          if (l.listed) reach(l.blob, l.size, l.media_type);
+        }
+      }
+    }
+    for (const Digest& d : info.blobs) {
+      if (blobs.count(d)) continue;
+      auto st = in.backend->StatBlob(d);
+      reach(d, st.ok() ? static_cast<int64_t>(st->size) : 0, "");
+    }
+    for (auto& [d, b] : blobs) {
+      Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
+      TimeNs mt = smtime;
+      if (present.count(d)) {
+        if (auto st = in.backend->StatBlob(d); st.ok()) mt = st->mtime;
+      } else {
+        b->static_error = "blob " + d.ToString() + " is missing from the source";
+      }
+      Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
+      n->content = Content::kBlob;
+      n->blob = b;
+      n->xattrs = sx;
+      n->xattrs["digest"] = d.ToString();
+      if (media.count(d)) n->xattrs["mediatype"] = media[d];
+    }
+
+    Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
+    refs->xattrs = sx;
+    for (const auto& r : info.refs) {
+      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime);
+    }
+    Node* history = Add(src, "history", Kind::kDir, smtime, CachePolicy::kShort);
+    history->xattrs = sx;
+    for (const auto& r : info.history) {
+      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime);
+    }
+  }
+
+  // ---- serving ----
+  std::string StatusJson() {
+    OJson out;
+    out["mounted_at"] = FormatRfc3339(mount_time);
+    OJson srcs = OJson::array();
+    std::lock_guard<std::mutex> lock(mu);
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const auto& info = sources[i].info;
+      OJson s;
+      s["name"] = sources[i].name;
+      s["type"] = info.type;
+      s["location"] = info.location;
+      s["refs"] = info.refs.size();
+      s["history"] = info.history.size();
+      s["blobs"] = info.blob_count;
+      s["bytes"] = info.blob_bytes;
+      s["bytes_local"] = info.blob_bytes;
+      s["bytes_remote"] = 0;
+      s["unreferenced_blobs"] = info.unreferenced_count;
+      s["unreferenced_bytes"] = info.unreferenced_bytes;
+      s["last_refresh"] = FormatRfc3339(mount_time);
+      std::vector<std::string> errors = info.errors, warnings = info.warnings;
+      for (const auto* list : {&info.refs, &info.history}) {
+        for (const auto& r : *list) {
+          for (const auto& e : r.errors) errors.push_back(r.name + ": " + e);
+          for (const auto& w : r.warnings) warnings.push_back(r.name + ": " + w);
+        }
+      }
+      for (const auto& [key, why] : this->errors) {
+        if (key.first == i) errors.push_back(why);
+      }
+      s["errors"] = errors;
+      s["warnings"] = warnings;
+      srcs.push_back(s);
+    }
+    out["sources"] = srcs;
+    return out.dump(2) + "\n";
+  }
+
+  std::string ErrorOf(const Node& n) {
+    if (n.content == Content::kBlob) {
+      if (!n.blob->static_error.empty()) return n.blob->static_error;
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = errors.find({n.blob->source, n.blob->digest});
+      if (it != errors.end()) return it->second;
+    }
+    auto it = n.xattrs.find("error");
+    return it == n.xattrs.end() ? std::string() : it->second;
+  }
+
+  Status Fail(const BlobRef& b, Status st) {
+    LOG_WARNING("source " << sources[b.source].name << ": " << st.message());
+    std::lock_guard<std::mutex> lock(mu);
+    errors[{b.source, b.digest}] = st.message();
+    return st;
+  }
+
+  // Whole-blob verification (DESIGN.md §2): returns an fd whose bytes hash to
+  // the digest, or an error kept as the blob's user.buildcachefs.error.
+  Result<int> OpenVerified(const BlobRef& b) {
+    if (!b.static_error.empty()) return NotFoundError(b.static_error);
+    backends::Backend& backend = *sources[b.source].backend;
+    auto fd_or = backend.OpenBlobFd(b.digest);
+    if (!fd_or.ok()) return Fail(b, fd_or.status());
+    FdGuard fd(*fd_or);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return Fail(b, ErrnoError(errno, "fstat blob"));
+    index::FileIdentity id;
+    id.dev = st.st_dev;
+    id.ino = st.st_ino;
+    id.size = static_cast<uint64_t>(st.st_size);
+    id.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    id.ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+    if (id.size != b.size) {
+      return Fail(b, CorruptError("blob " + b.digest.ToString() + " is " + std::to_string(id.size) +
+                                  " bytes but its descriptor says " + std::to_string(b.size)));
+    }
+    const auto key = std::make_pair(b.source, b.digest);
+    auto same = [&](const index::FileIdentity& a) {
+      return a.dev == id.dev && a.ino == id.ino && a.size == id.size && a.mtime_ns == id.mtime_ns &&
+             a.ctime_ns == id.ctime_ns;
+    };
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      // Single flight: one hash per blob however many open it at once.
+      cv.wait(lock, [&] { return !verifying.count(key); });
+      auto it = verified.find(key);
+      if (it != verified.end() && same(it->second)) return fd.release();
+      verifying.insert(key);
+    }
+    Status result = Verify(b, fd.get(), id);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      verifying.erase(key);
+      if (result.ok()) {
+        verified[key] = id;
+        errors.erase(key);
+      }
+    }
+    cv.notify_all();
+    if (!result.ok()) return Fail(b, result);
+    return fd.release();
+  }
+
+  Status Verify(const BlobRef& b, int fd, const index::FileIdentity& id) {
+    if (index != nullptr) {
+      std::lock_guard<std::mutex> lock(index_mu);
+      auto memo = index->IsVerified(id, b.digest);
+      if (memo.ok() && *memo) return OkStatus();
+    }
+    if (b.digest.algorithm() != "sha256") {
+      return UnsupportedError("blob " + b.digest.ToString() + ": only sha256 can be verified");
+    }
+    Sha256 h;
+    std::string buf(1 << 20, '\0');
+    uint64_t off = 0;
+    for (;;) {
+      ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoError(errno, "read blob " + b.digest.ToString());
+      }
+      if (n == 0) break;
+      h.Update(buf.data(), static_cast<size_t>(n));
+      off += static_cast<uint64_t>(n);
+    }
+    Digest got = h.Finish();
+    if (off != id.size) {
+      return CorruptError("blob " + b.digest.ToString() + " changed size while it was verified");
+    }
+    if (got != b.digest) {
+      return CorruptError("blob " + b.digest.ToString() +
+                          " does not match its digest: its bytes hash to " + got.ToString());
+    }
+    if (index != nullptr) {
+      std::lock_guard<std::mutex> lock(index_mu);
+      if (Status st = index->RememberVerified(id, b.digest); !st.ok()) {
+        LOG_WARNING("remember verified blob: " << st.message());
+      }
+    }
+    return OkStatus();
+  }
+
+  Attr AttrOf(const Node& n) {
+    Attr a;
+    a.ino = n.ino;
+    a.kind = n.kind;
+    a.mode = n.mode;
+    a.mtime = n.mtime;
+    a.cache = n.cache;
+    switch (n.kind) {
+      case Kind::kDir:
+        a.nlink = 2 + n.subdirs;
+        break;
+      case Kind::kSymlink:
+        a.size = n.target.size();
+        break;
+      case Kind::kFile:
+        if (n.content == Content::kBytes)
+          a.size = n.bytes->size();
+        else if (n.content == Content::kBlob)
+          a.size = n.blob->size;
+        else if (n.content == Content::kStatus)
+          a.size = StatusJson().size();
+        break;
+    }
+    return a;
+  }
+};
+
+Tree::Tree() : impl_(std::make_unique<Impl>()) {}
+Tree::~Tree() = default;
+
+Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, index::Index* index) {
+  std::unique_ptr<Tree> t(new Tree());
+  Impl& im = *t->impl_;
+  im.sources = std::move(sources);
+  im.index = index;
+  im.mount_time = Now();
+  auto root = std::make_unique<Node>();
+  root->ino = kRootIno;
+  root->parent = kRootIno;
+  root->kind = Kind::kDir;
+  root->mode = 0555;
+  root->mtime = im.mount_time;
+  Node* r = root.get();
+  im.nodes[kRootIno] = std::move(root);
+  for (size_t i = 0; i < im.sources.size(); ++i) {
+    const std::string& name = im.sources[i].name;
+    if (name.empty() || name[0] == '.' || name.find('/') != std::string::npos ||
+        r->children.count(name)) {
+      return InvalidArgumentError("source folder name \"" + name + "\" is not usable");
+    }
+    im.BuildSource(r, i);
+  }
+  Node* meta = im.Add(r, ".buildcachefs", Kind::kDir, im.mount_time, CachePolicy::kDirect);
+  Node* status = im.Add(meta, "status.json", Kind::kFile, im.mount_time, CachePolicy::kDirect);
+  status->content = Content::kStatus;
+  return t;
+}
+
+Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
+  Node* p = impl_->Get(parent);
+  if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
+  auto it = p->children.find(std::string(name));
+  if (it == p->children.end()) return NotFoundError(std::string(name) + ": no such entry");
+  return impl_->AttrOf(*impl_->Get(it->second));
+}
+
+Result<Attr> Tree::GetAttr(uint64_t ino) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  return impl_->AttrOf(*n);
+}
+
+Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
+  std::vector<DirEntry> out;
+  out.reserve(n->children.size());
+  for (const auto& [name, child] : n->children) {
+    out.push_back({name, impl_->AttrOf(*impl_->Get(child))});
+  }
+  return out;
+}
+
+Result<std::string> Tree::ReadLink(uint64_t ino) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  if (n->kind != Kind::kSymlink) return InvalidArgumentError("not a symlink");
+  return n->target;
+}
+
+Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  std::set<std::string> names;
+  for (const auto& [k, v] : n->xattrs) names.insert(std::string(kXattrPrefix) + k);
+  if (n->content == Content::kBlob) names.insert(std::string(kXattrPrefix) + "cached");
+  if (!impl_->ErrorOf(*n).empty()) names.insert(std::string(kXattrPrefix) + "error");
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+Result<std::string> Tree::GetXattr(uint64_t ino, std::string_view name) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  if (name.substr(0, kXattrPrefix.size()) != kXattrPrefix)
+    return NotFoundError("no such attribute");
+  std::string key(name.substr(kXattrPrefix.size()));
+  if (key == "error") {
+    std::string e = impl_->ErrorOf(*n);
+    if (e.empty()) return NotFoundError("no such attribute");
+    return e;
+  }
+  if (key == "cached" && n->content == Content::kBlob) {
+    // Local sources hold every present blob whole.
+    return std::to_string(n->blob->static_error.empty() ? n->blob->size : 0);
+  }
+  auto it = n->xattrs.find(key);
+  if (it == n->xattrs.end()) return NotFoundError("no such attribute");
+  return it->second;
+}
+
+Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
+  Node* n = impl_->Get(ino);
+  if (n == nullptr) return NotFoundError("no such inode");
+  if (n->kind != Kind::kFile) return InvalidArgumentError("not a file");
+  switch (n->content) {
+    case Content::kBytes:
+      return std::unique_ptr<OpenFile>(new BytesFile(n->bytes));
+    case Content::kStatus:
+      return std::unique_ptr<OpenFile>(
+          new BytesFile(std::make_shared<const std::string>(impl_->StatusJson())));
+    case Content::kBlob: {
+      auto fd = impl_->OpenVerified(*n->blob);
+      if (!fd.ok())
+        return fd.status().code() == Code::kNotFound ? Status(Code::kCorrupt, fd.status().message())
+                                                     : fd.status();
+      return std::unique_ptr<OpenFile>(new FdFile(*fd, n->blob->size));
+    }
+    case Content::kNone:
+      break;
+  }
+  return InternalError("file without content");
+}
+
+Result<Attr> Tree::Resolve(std::string_view path) {
+  uint64_t ino = kRootIno;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    std::string_view part =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    pos = slash == std::string_view::npos ? path.size() : slash + 1;
+    if (part.empty()) continue;
+    BCFS_ASSIGN_OR_RETURN(Attr a, Lookup(ino, part));
+    ino = a.ino;
+  }
+  return GetAttr(ino);
+}
+
+size_t Tree::NodeCount() const { return impl_->nodes.size(); }
+
+}  // namespace bcfs::tree

@@ -1,0 +1,216 @@
+#include "tree/tree.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "backends/backend.h"
+#include "catalog/catalog.h"
+#include "tests/gen/gen.h"
+
+namespace bcfs::tree {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class TreeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/bcfs-tree-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    gen::GenOptions o;
+    o.out_dir = dir_ + "/cache";
+    o.shape = gen::Shape::kIndex;
+    o.refs = 2;
+    o.ref_names = {"latest", "feature/x"};
+    auto refs = gen::Generate(o);
+    ASSERT_TRUE(refs.ok()) << refs.status().message();
+    refs_ = *refs;
+    auto idx = index::Index::Open(":memory:");
+    ASSERT_TRUE(idx.ok());
+    index_ = std::move(*idx);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::unique_ptr<Tree> Build() {
+    auto spec = backends::ParseSourceString("type=local,src=" + dir_ + "/cache");
+    EXPECT_TRUE(spec.ok());
+    auto b = backends::OpenBackend(*spec);
+    EXPECT_TRUE(b.ok());
+    std::shared_ptr<backends::Backend> backend = std::move(*b);
+    std::vector<SourceInput> in;
+    in.push_back({"cache", backend, catalog::ReadSource(*backend, "cache", "local")});
+    auto t = Tree::Build(std::move(in), index_.get());
+    EXPECT_TRUE(t.ok()) << t.status().message();
+    return t.ok() ? std::move(*t) : nullptr;
+  }
+
+  std::string ReadAll(Tree& t, const std::string& path) {
+    auto a = t.Resolve(path);
+    EXPECT_TRUE(a.ok()) << path;
+    auto f = t.Open(a->ino);
+    EXPECT_TRUE(f.ok()) << path << ": " << f.status().message();
+    if (!f.ok()) return "";
+    std::string out;
+    for (;;) {
+      auto span = (*f)->Read(out.size(), 65536);
+      EXPECT_TRUE(span.ok());
+      if (span->length == 0) break;
+      if (span->fd >= 0) {
+        std::string buf(span->length, '\0');
+        EXPECT_EQ(::pread(span->fd, buf.data(), buf.size(), span->fd_offset),
+                  static_cast<ssize_t>(span->length));
+        out += buf;
+      } else {
+        out += span->bytes;
+      }
+    }
+    return out;
+  }
+
+  std::vector<std::string> Names(Tree& t, const std::string& path) {
+    auto a = t.Resolve(path);
+    EXPECT_TRUE(a.ok()) << path;
+    auto entries = t.ReadDir(a->ino);
+    EXPECT_TRUE(entries.ok());
+    std::vector<std::string> out;
+    for (const auto& e : *entries) out.push_back(e.name);
+    return out;
+  }
+
+  std::string dir_;
+  std::vector<gen::GeneratedRef> refs_;
+  std::unique_ptr<index::Index> index_;
+};
+
+TEST_F(TreeTest, SourceFolderIsAnOciLayoutWithRefsHistoryAndStatus) {
+  auto t = Build();
+  EXPECT_EQ(Names(*t, ""), (std::vector<std::string>{".buildcachefs", "cache"}));
+  EXPECT_EQ(Names(*t, "cache"),
+            (std::vector<std::string>{"blobs", "history", "index.json", "index.json.lock", "ingest",
+                                      "oci-layout", "refs"}));
+  auto src = t->Resolve("cache");
+  EXPECT_EQ(src->nlink, 6u);  // 2 + blobs, history, ingest, refs
+  EXPECT_EQ(src->mode, 0555u);
+  EXPECT_EQ(Names(*t, "cache/refs"), (std::vector<std::string>{"feature%2Fx", "latest"}));
+  EXPECT_EQ(Names(*t, "cache/ingest"), std::vector<std::string>{});
+  EXPECT_EQ(ReadAll(*t, "cache/oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}");
+  auto lock = t->Resolve("cache/index.json.lock");
+  EXPECT_EQ(lock->size, 0u);
+  EXPECT_EQ(lock->mode, 0444u);
+  auto status = nlohmann::json::parse(ReadAll(*t, ".buildcachefs/status.json"));
+  EXPECT_EQ(status["sources"][0]["name"], "cache");
+  EXPECT_EQ(status["sources"][0]["refs"], 2);
+}
+
+TEST_F(TreeTest, IndexJsonListsRefsSortedWithVerbatimDescriptors) {
+  auto t = Build();
+  auto index = nlohmann::json::parse(ReadAll(*t, "cache/index.json"));
+  auto source = nlohmann::json::parse(ReadFile(dir_ + "/cache/index.json"));
+  ASSERT_EQ(index["manifests"].size(), 2u);
+  // "feature/x" sorts before "latest"; the source lists latest first.
+  EXPECT_EQ(index["manifests"][0], source["manifests"][1]);
+  EXPECT_EQ(index["manifests"][1], source["manifests"][0]);
+  EXPECT_EQ(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+}
+
+TEST_F(TreeTest, RefFolderServesDocumentsAndLayerLinks) {
+  auto t = Build();
+  const std::string hex = refs_[1].manifest_digest.substr(7);
+  EXPECT_EQ(ReadAll(*t, "cache/refs/feature%2Fx/manifest.json"),
+            ReadFile(dir_ + "/cache/blobs/sha256/" + hex));
+  auto dir = t->Resolve("cache/refs/feature%2Fx");
+  EXPECT_EQ(*t->GetXattr(dir->ino, "user.buildcachefs.ref"), "feature/x");
+  EXPECT_EQ(*t->GetXattr(dir->ino, "user.buildcachefs.digest"), refs_[1].manifest_digest);
+  auto layers = Names(*t, "cache/refs/feature%2Fx/layers");
+  ASSERT_EQ(layers.size(), 3u);
+  for (const auto& name : layers) {
+    auto link = t->Resolve("cache/refs/feature%2Fx/layers/" + name);
+    EXPECT_EQ(link->kind, Kind::kSymlink);
+    auto target = t->ReadLink(link->ino);
+    ASSERT_TRUE(target.ok());
+    EXPECT_EQ(target->substr(0, 24), "../../../blobs/sha256/" + name.substr(4, 2));
+    EXPECT_EQ(target->substr(22, 12), name.substr(4));
+    // The link resolves inside the tree to a blob whose bytes hash to its name.
+    std::string blob = ReadAll(*t, "cache/blobs/sha256/" + target->substr(22));
+    EXPECT_EQ(Digest::Sha256Of(blob).hex(), target->substr(22));
+  }
+  auto records = nlohmann::json::parse(ReadAll(*t, "cache/refs/latest/records.json"));
+  EXPECT_EQ(records.size(), 3u);
+}
+
+TEST_F(TreeTest, ABlobWhoseBytesDoNotMatchItsDigestIsNeverServed) {
+  auto t0 = Build();
+  const std::string hex = t0->ReadLink(t0->Resolve("cache/refs/latest/layers/" +
+                                                   Names(*t0, "cache/refs/latest/layers")[2])
+                                           ->ino)
+                              ->substr(22);
+  const std::string path = dir_ + "/cache/blobs/sha256/" + hex;
+  std::string bytes = ReadFile(path);
+  bytes[bytes.size() / 2] ^= 1;
+  fs::permissions(path, fs::perms::owner_write, fs::perm_options::add);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto t = Build();
+  auto a = t->Resolve("cache/blobs/sha256/" + hex);
+  ASSERT_TRUE(a.ok());
+  auto f = t->Open(a->ino);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), Code::kCorrupt);
+  auto why = t->GetXattr(a->ino, "user.buildcachefs.error");
+  ASSERT_TRUE(why.ok());
+  EXPECT_EQ(*why, "blob sha256:" + hex + " does not match its digest: its bytes hash to " +
+                      Digest::Sha256Of(bytes).ToString());
+  // Everything else still reads.
+  EXPECT_FALSE(ReadAll(*t, "cache/refs/latest/manifest.json").empty());
+}
+
+TEST_F(TreeTest, VerificationIsRememberedAndSingleFlight) {
+  auto t = Build();
+  auto names = Names(*t, "cache/blobs/sha256");
+  ASSERT_FALSE(names.empty());
+  auto a = t->Resolve("cache/blobs/sha256/" + names[0]);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      if (t->Open(a->ino).ok()) ++ok;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 8);
+  struct stat st;
+  ASSERT_EQ(::stat((dir_ + "/cache/blobs/sha256/" + names[0]).c_str(), &st), 0);
+  index::FileIdentity id{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino),
+                         static_cast<uint64_t>(st.st_size),
+                         st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+                         st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec};
+  auto memo = index_->IsVerified(id, *Digest::Parse("sha256:" + names[0]));
+  ASSERT_TRUE(memo.ok());
+  EXPECT_TRUE(*memo);
+}
+
+TEST_F(TreeTest, InodeNumbersAreStableAcrossBuilds) {
+  auto a = Build(), b = Build();
+  for (const char* p : {"cache", "cache/refs/latest/manifest.json", "cache/index.json",
+                        ".buildcachefs/status.json"}) {
+    EXPECT_EQ(a->Resolve(p)->ino, b->Resolve(p)->ino) << p;
+  }
+  EXPECT_EQ(a->Resolve("")->ino, Tree::kRootIno);
+}
+
+}  // namespace
+}  // namespace bcfs::tree
