@@ -26,6 +26,7 @@ struct RefEntry {
   std::string name;                // raw ref name, or "@<hex12>" when it has none
   formats::Descriptor descriptor;  // the top-level cache blob; media_type "" when unknown
   std::string raw_descriptor;      // the descriptor's JSON as the source wrote it, "" when none
+  std::string error;               // why the source's entry is unreadable ("" when fine)
 };
 
 struct BlobStat {
@@ -46,6 +47,11 @@ class Backend {
   // The refs of the source, in the source's order. kNotFound when the source
   // itself is missing; kCorrupt when its ref list cannot be read.
   virtual Result<std::vector<RefEntry>> ListRefs() = 0;
+
+  // Every top-level blob the source's ref list names, whatever tag=/digest=
+  // narrowed ListRefs to: the roots of reachability for history and orphans.
+  // An error when the list cannot be read completely.
+  virtual Result<std::vector<Digest>> ListRoots() = 0;
 
   // Size and times of a blob; kNotFound when the source does not hold it.
   virtual Result<BlobStat> StatBlob(const Digest& digest) = 0;

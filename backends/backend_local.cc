@@ -11,6 +11,7 @@
 #include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "backends/naming.h"
@@ -90,15 +91,43 @@ std::string LocalBackend::BlobPath(const Digest& digest) const {
 Result<std::string> LocalBackend::ReadIndexJson() const {
   const std::string path = dir_ + "/index.json";
   // BuildKit's ociindex writes index.json under an exclusive flock of
-  // index.json.lock; readers take a shared lock. Opening read-only never
-  // creates the file, so a source without a lock file is read unlocked.
-  Fd lock(::open((dir_ + "/index.json.lock").c_str(), O_RDONLY | O_CLOEXEC));
-  if (lock.get() >= 0 && ::flock(lock.get(), LOCK_SH) != 0) {
-    LOG_DEBUG("flock " << dir_ << "/index.json.lock: " << errno);
+  // index.json.lock and readers take a shared one. Opening read-only never
+  // creates the lock file, so a source without one is read unlocked. The wait
+  // is bounded: a stuck exporter must not wedge a mount or `ls`, and O_NONBLOCK
+  // keeps a FIFO planted under either name from blocking the open.
+  Fd lock(::open((dir_ + "/index.json.lock").c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  struct stat st;
+  if (lock.get() >= 0 && ::fstat(lock.get(), &st) == 0 && S_ISREG(st.st_mode)) {
+    bool locked = false;
+    for (int i = 0; i < 50 && !locked; ++i) {
+      locked = ::flock(lock.get(), LOCK_SH | LOCK_NB) == 0;
+      if (!locked && errno != EWOULDBLOCK) break;  // EPERM/EROFS...: read unlocked, as BuildKit
+      if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!locked)
+      LOG_WARNING(dir_ << "/index.json.lock is held by a writer; reading index.json anyway");
   }
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return ErrnoError(errno, "open " + path);
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return CorruptError(path + " is not a regular file");
   return ReadAll(fd.get(), path, 64u << 20);
+}
+
+Result<std::vector<formats::IndexEntry>> LocalBackend::ReadIndex() const {
+  const std::string doc = dir_ + "/index.json";
+  Result<std::vector<formats::IndexEntry>> entries = std::vector<formats::IndexEntry>();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    BCFS_ASSIGN_OR_RETURN(std::string text, ReadIndexJson());
+    entries = formats::ParseIndexEntries(text, doc);
+    if (entries.ok()) break;
+    if (attempt == 0) {
+      // A writer that does not lock may be halfway through: read it once more.
+      LOG_DEBUG(entries.status().message() << "; reading it once more");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  return entries;
 }
 
 Result<std::vector<RefEntry>> LocalBackend::ListRefs() {
@@ -115,61 +144,74 @@ Result<std::vector<RefEntry>> LocalBackend::ListRefs() {
     refs.push_back(std::move(e));
     return refs;
   }
-  Result<formats::ImageIndex> index = formats::ImageIndex();
-  std::string text;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    BCFS_ASSIGN_OR_RETURN(text, ReadIndexJson());
-    index = formats::ParseImageIndex(text, doc);
-    if (index.ok()) break;
-    if (attempt == 0) {
-      // A writer without the lock may be halfway through: read it once more.
-      LOG_DEBUG(index.status().message() << "; reading it once more");
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  if (!index.ok()) return index.status();
+  BCFS_ASSIGN_OR_RETURN(std::vector<formats::IndexEntry> entries, ReadIndex());
 
-  // The descriptors as written (key order and unknown fields kept), for a
-  // mount's index.json that copies them verbatim.
-  std::vector<std::string> raw;
-  try {
-    auto ordered = nlohmann::ordered_json::parse(text);
-    for (const auto& m : ordered.at("manifests")) raw.push_back(m.dump());
-  } catch (const nlohmann::ordered_json::exception&) {
-    raw.clear();  // ParseImageIndex accepted it, so this cannot happen in practice
-  }
   const std::string tag = spec_.Get("tag");
-  std::map<std::string, bool> used;
-  const RefEntry* by_image_name = nullptr;
-  for (size_t i = 0; i < index->manifests.size(); ++i) {
-    const formats::Descriptor& d = index->manifests[i];
-    RefEntry e;
-    e.descriptor = d;
-    if (i < raw.size()) e.raw_descriptor = raw[i];
-    e.name = d.Annotation(formats::annotation::kRefName);
-    if (e.name.empty() || used.count(e.name)) e.name = DigestRefName(d.digest);
-    used[e.name] = true;
-    refs.push_back(std::move(e));
-    if (!tag.empty() && d.Annotation(formats::annotation::kImageName) == tag) {
-      by_image_name = &refs.back();
-    }
-  }
   if (!tag.empty()) {
-    // As ociindex.Get: io.containerd.image.name first, then the ref name.
-    RefEntry chosen;
-    if (by_image_name != nullptr) {
-      chosen = *by_image_name;
-    } else {
-      auto it = std::find_if(refs.begin(), refs.end(), [&](const RefEntry& e) {
-        return e.descriptor.Annotation(formats::annotation::kRefName) == tag;
-      });
-      if (it == refs.end()) return NotFoundError(doc + ": no ref named \"" + tag + "\" (tag=)");
-      chosen = *it;
+    // As ociindex.Get: the first io.containerd.image.name match, else the
+    // first ref name match.
+    const formats::IndexEntry* chosen = nullptr;
+    for (const auto& e : entries) {
+      if (e.descriptor && e.descriptor->Annotation(formats::annotation::kImageName) == tag) {
+        chosen = &e;
+        break;
+      }
     }
-    chosen.name = tag;
-    refs = {chosen};
+    for (size_t i = 0; chosen == nullptr && i < entries.size(); ++i) {
+      if (entries[i].ref_name == tag) chosen = &entries[i];
+    }
+    if (chosen == nullptr) return NotFoundError(doc + ": no ref named \"" + tag + "\" (tag=)");
+    RefEntry e;
+    e.name = tag;
+    if (chosen->descriptor) e.descriptor = *chosen->descriptor;
+    e.raw_descriptor = chosen->raw;
+    e.error = chosen->error;
+    return std::vector<RefEntry>{e};
+  }
+
+  std::set<std::string> used;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const formats::IndexEntry& ie = entries[i];
+    RefEntry e;
+    e.raw_descriptor = ie.raw;
+    e.error = ie.error;
+    if (ie.descriptor) e.descriptor = *ie.descriptor;
+    // A name that is missing or taken falls back to @<hex12> (then #<n>), so
+    // every entry gets a folder of its own.
+    e.name = ie.ref_name;
+    if (e.name.empty() || used.count(e.name)) {
+      e.name = ie.descriptor ? DigestRefName(ie.descriptor->digest) : "@entry" + std::to_string(i);
+    }
+    for (int n = 2; used.count(e.name); ++n) {
+      e.name =
+          (ie.descriptor ? DigestRefName(ie.descriptor->digest) : "@entry" + std::to_string(i)) +
+          "#" + std::to_string(n);
+    }
+    used.insert(e.name);
+    refs.push_back(std::move(e));
   }
   return refs;
+}
+
+Result<std::vector<Digest>> LocalBackend::ListRoots() {
+  std::vector<Digest> roots;
+  if (spec_.Has("digest")) {
+    if (auto d = Digest::Parse(spec_.Get("digest")); d.ok()) roots.push_back(*d);
+  }
+  // Every entry of index.json, whatever tag=/digest= narrowed the refs to.
+  auto entries = ReadIndex();
+  if (!entries.ok()) {
+    if (spec_.Has("digest") && entries.status().code() == Code::kNotFound) return roots;
+    return entries.status();
+  }
+  for (const auto& e : *entries) {
+    if (e.digest.empty()) {
+      return CorruptError(dir_ + "/index.json: an entry without a readable digest (" + e.error +
+                          "), so what it reaches is unknown");
+    }
+    roots.push_back(e.digest);
+  }
+  return roots;
 }
 
 Result<BlobStat> LocalBackend::StatBlob(const Digest& digest) {

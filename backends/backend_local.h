@@ -22,6 +22,7 @@ class LocalBackend : public Backend {
 
   std::string Describe() const override;
   Result<std::vector<RefEntry>> ListRefs() override;
+  Result<std::vector<Digest>> ListRoots() override;
   Result<BlobStat> StatBlob(const Digest& digest) override;
   Result<size_t> ReadBlob(const Digest& digest, uint64_t offset, std::span<char> out) override;
   Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
@@ -35,6 +36,7 @@ class LocalBackend : public Backend {
  private:
   LocalBackend(SourceSpec spec, std::string dir) : spec_(std::move(spec)), dir_(std::move(dir)) {}
   Result<std::string> ReadIndexJson() const;
+  Result<std::vector<formats::IndexEntry>> ReadIndex() const;
 
   SourceSpec spec_;
   std::string dir_;

@@ -80,6 +80,24 @@ TEST_F(LocalBackendTest, TagPrefersTheImageNameThenTheRefNameAsBuildKit) {
   EXPECT_EQ(none.status().message(), dir_ + "/index.json: no ref named \"other\" (tag=)");
 }
 
+TEST_F(LocalBackendTest, TagTakesTheFirstImageNameMatchAmongManyEntries) {
+  std::vector<Digest> d;
+  std::string entries;
+  for (int i = 0; i < 40; ++i) {
+    d.push_back(Put("blob" + std::to_string(i)));
+    std::string ann = i == 0 || i == 7 ? "\"io.containerd.image.name\":\"x\"" : "";
+    entries += (i ? "," : "") + Entry(d.back(), ann);
+  }
+  WriteIndex("{\"schemaVersion\":2,\"manifests\":[" + entries + "]}");
+  auto refs = Open(",tag=x")->ListRefs();
+  ASSERT_TRUE(refs.ok()) << refs.status().message();
+  ASSERT_EQ(refs->size(), 1u);
+  EXPECT_EQ((*refs)[0].descriptor.digest, d[0]);
+  auto roots = Open(",tag=x")->ListRoots();
+  ASSERT_TRUE(roots.ok());
+  EXPECT_EQ(roots->size(), 40u);
+}
+
 TEST_F(LocalBackendTest, DigestNamesTheTopLevelBlobWithoutIndexJson) {
   Digest a = Put("{\"manifests\":[]}");
   auto refs = Open(",digest=" + a.ToString())->ListRefs();

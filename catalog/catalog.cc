@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <unordered_set>
 
 #include "backends/naming.h"
 #include "core/units.h"
@@ -54,6 +55,13 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
   ref.media_type = manifest->media_type;
   ref.config = manifest->config;
   ref.manifest_bytes = manifest_text;
+  if (!ref.descriptor.media_type.empty() && ref.descriptor.media_type != manifest->media_type) {
+    ref.warnings.push_back("the source describes " + mdoc + " as " + ref.descriptor.media_type +
+                           " but it is " + manifest->media_type);
+  }
+  ref.reaches.push_back(ref.descriptor.digest);
+  ref.reaches.push_back(manifest->config.digest);
+  for (const auto& l : manifest->layers) ref.reaches.push_back(l.digest);
   ref.total_size =
       static_cast<uint64_t>(ref.descriptor.size) + static_cast<uint64_t>(manifest->config.size);
 
@@ -94,6 +102,8 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
     return size;
   };
   std::set<Digest> counted;
+  std::unordered_set<Digest> listed;  // the blob set BuildKit decodes against
+  for (const auto& l : manifest->layers) listed.insert(l.digest);
   for (size_t i = 0; i < config.layers.size(); ++i) {
     const formats::CacheLayer& cl = config.layers[i];
     LayerInfo li;
@@ -146,7 +156,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
 
   ref.record_count = config.records.size();
   auto decoded = formats::DecodeRecords(
-      config, [&](const Digest& d) { return manifest->FindLayer(d) != nullptr; }, cdoc);
+      config, [&](const Digest& d) { return listed.count(d) != 0; }, cdoc);
   if (!decoded.ok()) {
     ref.errors.push_back(decoded.status().message());
     return;
@@ -158,11 +168,17 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
   ref.records = std::move(decoded->records);
 }
 
-// Every digest a ref reaches: its top-level blob, its config and its layers.
-void Reach(const RefInfo& ref, std::set<Digest>& out) {
-  out.insert(ref.descriptor.digest);
-  if (!ref.config.digest.empty()) out.insert(ref.config.digest);
-  for (const auto& l : ref.layers) out.insert(l.blob);
+// Adds what the top-level blob `root` reaches (itself and the descriptors of
+// its manifest) to out; false when it cannot be read.
+bool ReachFrom(backends::Backend& backend, const Digest& root, std::set<Digest>& out) {
+  out.insert(root);
+  auto text = backend.ReadDocument(root, kMaxDocumentSize);
+  if (!text.ok()) return false;
+  auto m = formats::ParseCacheManifest(*text, "", "manifest " + root.ToString());
+  if (!m.ok()) return false;
+  out.insert(m->config.digest);
+  for (const auto& l : m->layers) out.insert(l.digest);
+  return true;
 }
 
 }  // namespace
@@ -194,7 +210,11 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       ref.name = std::move(e.name);
       ref.descriptor = std::move(e.descriptor);
       ref.raw_descriptor = std::move(e.raw_descriptor);
-      ReadRef(backend, ref);
+      if (e.error.empty()) {
+        ReadRef(backend, ref);
+      } else {
+        ref.errors.push_back(std::move(e.error));
+      }
       info.refs.push_back(std::move(ref));
     }
   }
@@ -206,8 +226,24 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
     return info;
   }
   info.blobs = *blobs;
+  // Reachability starts from every entry of the ref list, not only the refs
+  // shown (tag=/digest= narrow those): an orphan is what no entry reaches.
   std::set<Digest> reached;
-  for (const auto& r : info.refs) Reach(r, reached);
+  for (const auto& r : info.refs) reached.insert(r.reaches.begin(), r.reaches.end());
+  auto roots = backend.ListRoots();
+  if (!roots.ok()) {
+    info.warnings.push_back(roots.status().message() +
+                            "; history lists every cache manifest in the source and the "
+                            "unreferenced blobs are an upper bound");
+  } else {
+    for (const Digest& root : *roots) {
+      if (reached.count(root)) continue;
+      if (!ReachFrom(backend, root, reached)) {
+        info.warnings.push_back("manifest " + root.ToString() +
+                                " is unreadable; the blobs it would reach count as unreferenced");
+      }
+    }
+  }
   std::vector<Digest> unreached;
   for (const Digest& d : *blobs) {
     auto st = backend.StatBlob(d);

@@ -59,6 +59,10 @@ struct RefInfo {
   std::vector<std::string> warnings;
   std::vector<std::string> errors;
 
+  // Every blob the manifest names: itself, its config and its layer descriptors
+  // (what BuildKit's reset=true walk keeps), empty when unreadable.
+  std::vector<Digest> reaches;
+
   // The documents, verified against their digests (empty when unreadable).
   std::string manifest_bytes;
   std::string config_bytes;

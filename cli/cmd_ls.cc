@@ -108,7 +108,7 @@ void PrintJson(const catalog::SourceInfo& info, const std::vector<const catalog:
   j["history"] = hj;
   j["warnings"] = info.warnings;
   j["errors"] = info.errors;
-  std::cout << j.dump(2) << "\n";
+  std::cout << j.dump(2, ' ', false, OJson::error_handler_t::replace) << "\n";
 }
 
 // Left-aligned columns separated by two spaces; numeric columns right-aligned.

@@ -15,5 +15,8 @@ inline constexpr int kExitErrors = 1;
 inline constexpr int kExitUsage = 2;
 
 int RunLs(const std::vector<std::string>& args);
+// `mount ...`, or with fuse3_form the `SOURCE MOUNTPOINT -o OPTS` form that
+// mount.fuse3 runs (exactly one source).
+int RunMount(const std::vector<std::string>& args, bool fuse3_form);
 
 }  // namespace bcfs::cli

@@ -14,10 +14,16 @@ BuildKit build caches (docker buildx --cache-to type=local|registry|inline|s3|az
 as something you can see into.
 
 Commands:
+  mount [-f] [-o OPTS] SOURCE... MOUNTPOINT
+                                    show caches as a read-only directory tree (FUSE)
   ls SOURCE [REF] [--format json]   refs, layers, records and history of a cache, without mounting
   version                           print the version
 
-Coming next (see the issues): mount, du, prune, gc, verify, warm, fsck.
+  buildcachefs SOURCE MOUNTPOINT -o OPTS
+                                    the mount form mount.fuse3 runs for fstab entries
+                                    (type fuse.buildcachefs)
+
+Coming next (see the issues): du, prune, gc, verify, warm, fsck.
 
 SOURCE is the CSV given to buildx --cache-from, e.g. type=local,src=/var/cache/bk.
 Run `buildcachefs COMMAND --help` for a command's options.
@@ -32,12 +38,15 @@ int main(int argc, char** argv) {
     return args.empty() ? bcfs::cli::kExitUsage : bcfs::cli::kExitOk;
   }
   const std::string cmd = args[0];
-  args.erase(args.begin());
-  if (cmd == "ls") return bcfs::cli::RunLs(args);
+  if (cmd == "mount") return bcfs::cli::RunMount({args.begin() + 1, args.end()}, false);
+  if (cmd == "ls") return bcfs::cli::RunLs({args.begin() + 1, args.end()});
   if (cmd == "version" || cmd == "--version") {
     std::cout << "buildcachefs " << BCFS_VERSION << "\n";
     return bcfs::cli::kExitOk;
   }
+  // mount.fuse3 runs `buildcachefs SOURCE MOUNTPOINT -o OPTS`; a source string
+  // always has a '=' (type=...), a command never does.
+  if (cmd.find('=') != std::string::npos) return bcfs::cli::RunMount(args, true);
   std::cerr << "buildcachefs: unknown command \"" << cmd << "\"\n\n" << kHelp;
   return bcfs::cli::kExitUsage;
 }

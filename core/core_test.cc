@@ -51,6 +51,9 @@ TEST(Time, ParsesGoRfc3339WithNanosecondsAndOffsets) {
   EXPECT_FALSE(ParseRfc3339("2025-08-13 10:49:19Z").ok());
   EXPECT_FALSE(ParseRfc3339("2025-13-13T10:49:19Z").ok());
   EXPECT_FALSE(ParseRfc3339("2025-08-13T10:49:19").ok());
+  auto far = ParseRfc3339("9999-12-31T23:59:59Z");
+  ASSERT_FALSE(far.ok());
+  EXPECT_EQ(far.status().message(), "\"9999-12-31T23:59:59Z\" is outside the years 1678-2261");
 }
 
 TEST(Status, ContextChainsKeepCodeAndForeignError) {

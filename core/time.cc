@@ -62,6 +62,11 @@ Result<TimeNs> ParseRfc3339(std::string_view s) {
       offset_s == 0) {
     return TimeNs{0};
   }
+  // ns since 1970 in int64 covers 1678..2261; anything outside is refused
+  // rather than overflowing.
+  if (year < 1678 || year > 2261) {
+    return CorruptError("\"" + std::string(s) + "\" is outside the years 1678-2261");
+  }
   using namespace std::chrono;
   year_month_day ymd{std::chrono::year(year), month(static_cast<unsigned>(mon)),
                      std::chrono::day(static_cast<unsigned>(day))};

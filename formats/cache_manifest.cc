@@ -76,11 +76,10 @@ Result<CacheManifest> ParseCacheManifest(std::string_view text,
                           std::string(media::kCacheConfig));
     }
   }
-  if (!declared_media_type.empty() && declared_media_type != m.media_type) {
-    return CorruptError(std::string(doc) + ": the referring descriptor says \"" +
-                        std::string(declared_media_type) + "\" but the document is \"" +
-                        m.media_type + "\"");
-  }
+  // BuildKit's local importer drops the referring descriptor's media type and
+  // sniffs the document (FORMATS.md §2.5), so a disagreement is not fatal: the
+  // caller may warn about it.
+  (void)declared_media_type;
   return m;
 }
 

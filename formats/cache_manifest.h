@@ -32,11 +32,11 @@ struct CacheManifest {
   const Descriptor* FindLayer(const Digest& d) const;
 };
 
-// Parses a top-level cache blob. `declared_media_type` is the media type the
-// referring descriptor gave ("" when unknown). Errors name `doc`: not JSON, not
-// a manifest or index, no cache config (an index of image manifests is
-// reported as kUnsupported: multi-platform inline caches), a descriptor that
-// is malformed, a declared media type that disagrees with the content.
+// Parses a top-level cache blob, sniffing its kind as BuildKit does; the
+// referring descriptor's media type (`declared_media_type`) is not trusted.
+// Errors name `doc`: not JSON, not a manifest or index, no cache config (an
+// index of image manifests is kUnsupported: multi-platform inline caches), a
+// malformed descriptor.
 Result<CacheManifest> ParseCacheManifest(std::string_view text,
                                          std::string_view declared_media_type,
                                          std::string_view doc);

@@ -1,6 +1,8 @@
 #include "formats/cacheconfig.h"
 
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace bcfs::formats {
 namespace {
@@ -149,7 +151,7 @@ Result<CacheConfig> ParseCacheConfig(std::string_view text, std::string_view doc
 Result<std::vector<int64_t>> LayerChain(const CacheConfig& config, int64_t top,
                                         std::string_view doc) {
   std::vector<int64_t> chain;
-  std::vector<bool> seen(config.layers.size(), false);
+  std::unordered_set<int64_t> seen;
   int64_t cur = top;
   while (cur != -1) {
     if (cur < 0 || static_cast<size_t>(cur) >= config.layers.size()) {
@@ -160,11 +162,10 @@ Result<std::vector<int64_t>> LayerChain(const CacheConfig& config, int64_t top,
           (chain.empty() ? std::string()
                          : " at field \"layers[" + std::to_string(chain.back()) + "].parent\""));
     }
-    if (seen[cur]) {
+    if (!seen.insert(cur).second) {
       return CorruptError(std::string(doc) + ": invalid looping layer: field \"layers[" +
                           std::to_string(cur) + "]\" is its own ancestor");
     }
-    seen[cur] = true;
     chain.push_back(cur);
     cur = config.layers[cur].parent;
   }
@@ -177,6 +178,13 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
                                     std::string_view doc) {
   DecodedConfig out;
   const size_t n = config.records.size();
+  // Many records share layers: resolve each top layer's chain once.
+  std::unordered_map<int64_t, Result<std::vector<int64_t>>> chains;
+  auto chain_of = [&](int64_t top) -> const Result<std::vector<int64_t>>& {
+    auto it = chains.find(top);
+    if (it == chains.end()) it = chains.emplace(top, LayerChain(config, top, doc)).first;
+    return it->second;
+  };
   out.records.reserve(n);
   for (size_t j = 0; j < n; ++j) {
     const CacheRecord& rec = config.records[j];
@@ -225,9 +233,9 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
     };
     for (size_t k = 0; k < rec.results.size(); ++k) {
       std::string field = "records[" + std::to_string(j) + "].layers[" + std::to_string(k) + "]";
-      auto chain = LayerChain(config, rec.results[k].layer, doc);
+      const auto& chain = chain_of(rec.results[k].layer);
       if (!chain.ok()) return chain.status().WithContext(field);
-      BCFS_RETURN_IF_ERROR(add(std::move(*chain), rec.results[k].created_at, false, field));
+      BCFS_RETURN_IF_ERROR(add(*chain, rec.results[k].created_at, false, field));
     }
     for (size_t k = 0; k < rec.chains.size(); ++k) {
       std::string field = "records[" + std::to_string(j) + "].chains[" + std::to_string(k) + "]";
@@ -236,6 +244,12 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
     out.records.push_back(std::move(dr));
   }
   // A loop among records (through inputs) is an error, as in parse.go.
+  std::vector<std::vector<int64_t>> links(n);
+  for (size_t j = 0; j < n; ++j) {
+    for (const auto& slot : config.records[j].inputs) {
+      for (const auto& in : slot) links[j].push_back(in.link);
+    }
+  }
   std::vector<int> state(n, 0);  // 0 new, 1 on stack, 2 done
   for (size_t start = 0; start < n; ++start) {
     if (state[start] != 0) continue;
@@ -244,12 +258,8 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
     state[start] = 1;
     while (!stack.empty()) {
       auto& [rec, next] = stack.back();
-      std::vector<int64_t> links;
-      for (const auto& slot : config.records[rec].inputs) {
-        for (const auto& in : slot) links.push_back(in.link);
-      }
-      if (next < links.size()) {
-        size_t child = static_cast<size_t>(links[next++]);
+      if (next < links[rec].size()) {
+        size_t child = static_cast<size_t>(links[rec][next++]);
         if (state[child] == 1) {
           return CorruptError(std::string(doc) + ": invalid loop among records: field \"records[" +
                               std::to_string(child) + "]\" depends on itself");

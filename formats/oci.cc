@@ -1,5 +1,7 @@
 #include "formats/oci.h"
 
+#include <strings.h>
+
 namespace bcfs::formats {
 namespace {
 
@@ -75,9 +77,6 @@ Result<DocKind> SniffDocKind(const Json& j, std::string_view doc) {
     if (IsIndexMediaType(mt) && kind != DocKind::kIndex) {
       return r.Error("mediaType", "\"" + mt + "\" but the document has config or layers");
     }
-    if (!IsManifestMediaType(mt) && !IsIndexMediaType(mt)) {
-      return r.Error("mediaType", "\"" + mt + "\" is neither a manifest nor an index");
-    }
   }
   return kind;
 }
@@ -99,6 +98,63 @@ Result<ImageIndex> ParseImageIndex(std::string_view text, std::string_view doc) 
   BCFS_ASSIGN_OR_RETURN(idx.media_type, r.String("mediaType", false));
   BCFS_ASSIGN_OR_RETURN(idx.manifests, DescriptorList(r, "manifests", false));
   return idx;
+}
+
+Result<std::vector<IndexEntry>> ParseIndexEntries(std::string_view text, std::string_view doc) {
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(text.begin(), text.end());
+  } catch (const nlohmann::ordered_json::exception& e) {
+    std::string why = e.what();
+    if (size_t p = why.find("] "); p != std::string::npos) why = why.substr(p + 2);
+    return CorruptError(std::string(doc) + ": not valid JSON: " + why);
+  }
+  // Whole-document checks go through the same reader as ParseImageIndex.
+  BCFS_ASSIGN_OR_RETURN(Json plain, ParseJson(text, doc));
+  BCFS_RETURN_IF_ERROR(ExpectObject(plain, doc, ""));
+  FieldReader r(plain, std::string(doc), "");
+  BCFS_RETURN_IF_ERROR(SchemaVersion(r).status());
+  const Json* manifests = r.Find("manifests");
+  std::vector<IndexEntry> out;
+  if (manifests == nullptr) return out;
+  if (!manifests->is_array()) {
+    return r.Error("manifests", std::string(JsonTypeName(*manifests)) + ", want an array");
+  }
+  // The same member FieldReader chose (exact name first, then any case), in
+  // the order-keeping parse, for the entries' raw JSON.
+  const nlohmann::ordered_json* ordered = nullptr;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (strcasecmp(it.key().c_str(), "manifests") != 0 || !it->is_array()) continue;
+    if (ordered == nullptr || it.key() == "manifests") ordered = &*it;
+  }
+  for (size_t i = 0; i < manifests->size(); ++i) {
+    IndexEntry e;
+    if (ordered != nullptr && i < ordered->size()) {
+      e.raw = (*ordered)[i].dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    }
+    const Json& m = (*manifests)[i];
+    auto d = ParseDescriptor(m, doc, Index("manifests", i));
+    if (d.ok()) {
+      e.ref_name = d->Annotation(annotation::kRefName);
+      e.digest = d->digest;
+      e.descriptor = std::move(*d);
+    } else {
+      e.error = d.status().message();
+      if (m.is_object()) {
+        auto dg = m.find("digest");
+        if (dg != m.end() && dg->is_string()) {
+          if (auto parsed = Digest::Parse(dg->get<std::string>()); parsed.ok()) e.digest = *parsed;
+        }
+        auto a = m.find("annotations");
+        if (a != m.end() && a->is_object()) {
+          auto n = a->find(std::string(annotation::kRefName));
+          if (n != a->end() && n->is_string()) e.ref_name = n->get<std::string>();
+        }
+      }
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 Result<ImageManifest> ParseImageManifest(std::string_view text, std::string_view doc) {

@@ -72,6 +72,18 @@ struct ImageManifest {
 // Reads one descriptor object found at `path` of document `doc`.
 Result<Descriptor> ParseDescriptor(const Json& j, std::string_view doc, std::string_view path);
 Result<ImageIndex> ParseImageIndex(std::string_view text, std::string_view doc);
+
+// An OCI layout's index.json read leniently: a malformed entry is reported on
+// its own and the other entries are still read. Errors for the whole document
+// (not JSON, not an object, bad schemaVersion, "manifests" not an array).
+struct IndexEntry {
+  std::optional<Descriptor> descriptor;  // absent when the entry is malformed
+  std::string raw;                       // the entry's JSON as written (key order kept)
+  std::string ref_name;                  // its ref name annotation when readable
+  Digest digest;                         // its digest when readable, even if malformed otherwise
+  std::string error;                     // why the entry is malformed
+};
+Result<std::vector<IndexEntry>> ParseIndexEntries(std::string_view text, std::string_view doc);
 Result<ImageManifest> ParseImageManifest(std::string_view text, std::string_view doc);
 
 // What a JSON blob is, sniffed as BuildKit does (util/imageutil,

@@ -141,7 +141,7 @@ std::string RecordsJson(const catalog::RefInfo& ref) {
     }
     out.push_back({{"index", i}, {"digest", r.digest}, {"inputs", inputs}, {"results", results}});
   }
-  return out.dump(2) + "\n";
+  return out.dump(2, ' ', false, OJson::error_handler_t::replace) + "\n";
 }
 
 // The full cache config of an inline cache: layers from the image manifest,
@@ -169,7 +169,7 @@ std::string SynthesizeInlineConfig(const catalog::RefInfo& ref) {
   OJson out;
   out["layers"] = layers;
   out["records"] = records;
-  return out.dump();
+  return out.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }
 
 }  // namespace
@@ -242,7 +242,7 @@ struct Tree::Impl {
   // Adds refs/<ref>/ or history/<hex>/ for one ref.
   void AddRefDir(Node* parent, const std::string& name, const catalog::RefInfo& ref,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
-                 TimeNs blob_mtime_default) {
+                 TimeNs blob_mtime_default, backends::Backend& backend) {
     TimeNs mtime = ref.modified ? ref.modified : blob_mtime_default;
     CachePolicy policy = ref.history ? CachePolicy::kImmutable : CachePolicy::kShort;
     Node* dir = Add(parent, name, Kind::kDir, mtime, policy);
@@ -264,7 +264,12 @@ struct Tree::Impl {
       const bool is_inline = ref.shape == "inline";
       std::string config = is_inline ? SynthesizeInlineConfig(ref) : ref.config_bytes;
       Digest digest = is_inline ? Digest::Sha256Of(config) : ref.config.digest;
-      TimeNs cmtime = is_inline && ref.created ? ref.created : mtime;
+      TimeNs cmtime = mtime;
+      if (is_inline) {
+        cmtime = ref.created ? ref.created : mtime;
+      } else if (auto st = backend.StatBlob(ref.config.digest); st.ok()) {
+        cmtime = st->mtime;
+      }
       Node* c = AddBytes(dir, "cache-config.json", config, cmtime, policy);
       c->xattrs = x;
       c->xattrs["digest"] = digest.ToString();
@@ -300,10 +305,8 @@ struct Tree::Impl {
       Node* link = Add(layers, pos + "-" + l.blob.ShortHex(), Kind::kSymlink, mtime,
                        CachePolicy::kImmutable);
       link->target = "../../../blobs/" + l.blob.algorithm() + "/" + l.blob.hex();
-      link->xattrs = x;
-      link->xattrs["digest"] = l.blob.ToString();
-      if (!l.media_type.empty()) link->xattrs["mediatype"] = l.media_type;
-      if (!l.listed) link->xattrs["error"] = "the manifest does not list this blob";
+      // No xattrs: Linux refuses user.* attributes on symlinks before asking
+      // the filesystem (fs/xattr.c, xattr_permission), so they could never be read.
     }
   }
 
@@ -337,7 +340,7 @@ struct Tree::Impl {
         d["digest"] = r->descriptor.digest.ToString();
         d["size"] = r->descriptor.size;
         d["annotations"] = {{std::string(formats::annotation::kRefName), r->name}};
-        desc = d.dump();
+        desc = d.dump(-1, ' ', false, OJson::error_handler_t::replace);
       }
       index += (i ? "," : "") + desc;
     }
@@ -379,8 +382,10 @@ struct Tree::Impl {
         reach(r.descriptor.digest, r.descriptor.size,
               r.media_type.empty() ? r.descriptor.media_type : r.media_type);
         reach(r.config.digest, r.config.size, r.config.media_type);
+        // Blobs only the cache config names are listed too, so every layer
+        // link resolves (to an EIO with the reason when the source lacks it).
         for (const auto& l : r.layers) {
-          if (l.listed) reach(l.blob, l.size, l.media_type);
+          reach(l.blob, l.listed ? l.size : l.actual_size, l.media_type);
         }
       }
     }
@@ -408,12 +413,12 @@ struct Tree::Impl {
     Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
     refs->xattrs = sx;
     for (const auto& r : info.refs) {
-      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime);
+      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, *in.backend);
     }
     Node* history = Add(src, "history", Kind::kDir, smtime, CachePolicy::kShort);
     history->xattrs = sx;
     for (const auto& r : info.history) {
-      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime);
+      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, *in.backend);
     }
   }
 
@@ -453,7 +458,7 @@ struct Tree::Impl {
       srcs.push_back(s);
     }
     out["sources"] = srcs;
-    return out.dump(2) + "\n";
+    return out.dump(2, ' ', false, OJson::error_handler_t::replace) + "\n";
   }
 
   std::string ErrorOf(const Node& n) {

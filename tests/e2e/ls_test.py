@@ -371,6 +371,39 @@ class BadInput(Base):
         self.assertIn("does not match its digest", got["refs"][1]["errors"][0])
         self.assertIn(victim.split(":")[1], got["refs"][1]["errors"][0])
 
+    def test_one_malformed_index_entry_fails_only_that_ref(self):
+        root = self.generate("index", "gzip")
+        index_path = os.path.join(root, "index.json")
+        index = load_json(index_path)
+        del index["manifests"][1]["size"]
+        with open(index_path, "w") as f:
+            json.dump(index, f)
+        rc, got, err = ls_json(root)
+        self.assertEqual(rc, 1)
+        self.assertEqual([r["name"] for r in got["refs"]], ["latest", "feature/x"])
+        self.assertEqual(got["refs"][0]["errors"], [])
+        self.assertEqual(len(got["refs"][0]["layers"]), 3)
+        self.assertEqual(got["refs"][1]["errors"],
+                         [index_path + ': field "manifests[1].size": missing'])
+        # What the broken entry reaches is unknown, so nothing is called history.
+        self.assertEqual(got["history"], [])
+
+    def test_invalid_utf8_in_index_json_is_reported_not_fatal(self):
+        root = self.fixture("registry-max")
+        with open(os.path.join(root, "index.json"), "wb") as f:
+            f.write(b'{"schemaVersion":2,"manifests":[{"\xff\xfe')
+        rc, got, err = ls_json(root)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("index.json: not valid JSON", got["errors"][0])
+
+    def test_a_fifo_in_place_of_index_json_does_not_hang(self):
+        root = self.fixture("registry-max")
+        os.remove(os.path.join(root, "index.json"))
+        os.mkfifo(os.path.join(root, "index.json"))
+        rc, got, err = ls_json(root)
+        self.assertEqual(rc, 1)
+        self.assertEqual(got["errors"], [os.path.join(root, "index.json") + " is not a regular file"])
+
     def test_bad_source_string_is_a_usage_error_naming_the_problem(self):
         rc, out, err = run_ls("type=local,src=/x,,tag=a")
         self.assertEqual(rc, 2)
@@ -410,6 +443,16 @@ class Options(Base):
         rc, out, err = run_ls("type=local,src=" + root + ",tag=nope", "--format", "json")
         self.assertEqual(rc, 1)
         self.assertIn('no ref named "nope"', json.loads(out)["errors"][0])
+
+    def test_tag_narrows_refs_but_not_what_counts_as_reachable(self):
+        root = self.generate("image-manifest", "gzip")
+        rc, out, err = run_ls("type=local,src=" + root + ",tag=latest", "--format", "json")
+        self.assertEqual(rc, 0, err)
+        got = json.loads(out)
+        self.assertEqual([r["name"] for r in got["refs"]], ["latest"])
+        # feature/x is still in index.json: neither history nor unreferenced.
+        self.assertEqual(got["history"], [])
+        self.assertEqual(got["blobs"]["unreferenced_count"], 0)
 
     def test_state_dir_records_refs_and_blobs_in_the_index(self):
         root = self.fixture("local-growth")
