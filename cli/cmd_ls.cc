@@ -1,6 +1,7 @@
 // `buildcachefs ls SOURCE [REF] [--format table|json] [--state-dir DIR]`:
 // what a cache holds, read the way BuildKit reads it, without mounting.
 
+#include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "core/paths.h"
 #include "core/units.h"
 #include "index/index.h"
+#include "tree/tree.h"
 
 namespace bcfs::cli {
 namespace {
@@ -22,7 +24,7 @@ namespace {
 using OJson = nlohmann::ordered_json;
 
 constexpr char kLsHelp[] =
-    R"(Usage: buildcachefs ls SOURCE [REF] [--format table|json] [--state-dir DIR]
+    R"(Usage: buildcachefs ls SOURCE [REF] [--format table|json] [--tree] [--state-dir DIR]
 
 Lists what a BuildKit cache holds, read the way BuildKit's importer reads it:
 refs with their manifest shape, sizes and dates; per ref its layers (position in
@@ -37,6 +39,8 @@ REF shows one ref only (its raw name, its folder name, or @<hex12>).
 
 Options:
   --format table|json   human-readable columns (default) or JSON for scripts
+  --tree                print the tree a mount of SOURCE shows (paths, modes,
+                        sizes, link targets), without mounting
   --state-dir DIR       also record what was read in DIR's index
   --log-level LEVEL     debug, info, warning (default), error
   -h, --help            this text
@@ -206,10 +210,36 @@ void PrintFormatBytes(const catalog::SourceInfo& info,
   }
 }
 
+// Prints every path under the source's folder, depth first, like `find -ls`:
+// mode, size, path, and " -> target" for symlinks.
+void PrintTree(tree::Tree& t, const std::string& source) {
+  auto top = t.Resolve(source);
+  if (!top.ok()) return;
+  std::vector<std::pair<std::string, tree::Attr>> stack = {{source, *top}};
+  while (!stack.empty()) {
+    auto [path, a] = stack.back();
+    stack.pop_back();
+    const char type = a.kind == tree::Kind::kDir ? 'd' : a.kind == tree::Kind::kSymlink ? 'l' : '-';
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", a.mode);
+    std::cout << type << mode << " " << std::setw(10) << a.size << "  " << path;
+    if (a.kind == tree::Kind::kSymlink) {
+      if (auto target = t.ReadLink(a.ino); target.ok()) std::cout << " -> " << *target;
+    }
+    std::cout << "\n";
+    if (a.kind != tree::Kind::kDir) continue;
+    auto children = t.ReadDir(a.ino);
+    if (!children.ok()) continue;
+    for (auto it = children->rbegin(); it != children->rend(); ++it) {
+      stack.push_back({path + "/" + it->name, it->attr});
+    }
+  }
+}
+
 }  // namespace
 
 int RunLs(const std::vector<std::string>& argv) {
-  auto args = ParseArgs(argv, {"--format", "--state-dir", "--log-level"}, {});
+  auto args = ParseArgs(argv, {"--format", "--state-dir", "--log-level"}, {"--tree"});
   if (!args.ok()) {
     std::cerr << "buildcachefs ls: " << args.status().message() << "\n\n" << kLsHelp;
     return kExitUsage;
@@ -286,6 +316,18 @@ int RunLs(const std::vector<std::string>& argv) {
     }
   }
 
+  if (args->flags.count("--tree")) {
+    const bool errors = info.HasErrors();
+    std::vector<tree::SourceInput> in;
+    in.push_back({info.name, std::move(*backend), std::move(info)});
+    auto t = tree::Tree::Build(std::move(in), nullptr);
+    if (!t.ok()) {
+      std::cerr << "buildcachefs ls: " << t.status().message() << "\n";
+      return kExitErrors;
+    }
+    PrintTree(**t, (*names)[0]);
+    return errors ? kExitErrors : kExitOk;
+  }
   if (format == "json") {
     PrintJson(info, refs, history);
   } else {

@@ -73,7 +73,7 @@ Options:
   -h, --help            this text
 
 Unmount with `fusermount3 -u MOUNTPOINT` (or `umount MOUNTPOINT` as root), or
-send the daemon SIGTERM, SIGINT or SIGHUP.
+send the daemon SIGTERM or SIGINT (SIGHUP is ignored: it will mean reload).
 
 Exit status: 0 mounted (with -f: served and cleanly unmounted), 1 the mount
 failed (a source, the mountpoint, the index or FUSE; printed), 2 usage error.

@@ -762,6 +762,9 @@ Status ServeMount(tree::Tree& tree, const MountOptions& opts, std::function<void
       return fail(Status(Code::kIo, "cannot install signal handlers: " + capture.Take()));
     }
     session.signals_ = true;
+    // libfuse stops the session on SIGHUP too, but under systemd SIGHUP means
+    // "reload" (DESIGN.md §6). Until reloading lands, it must not unmount.
+    ::signal(SIGHUP, SIG_IGN);
     if (fuse_session_mount(session.se_, mnt.c_str()) != 0) {
       std::string why = capture.Take();
       return fail(Status(Code::kIo, why.empty() ? "mount failed" : why));

@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds, generates an example BuildKit cache with the
-# project's own generator, and shows it with `buildcachefs ls`.
-# Usage: bash scripts/demo.sh [DIR]   (the example cache goes to DIR, default a temp dir)
+# project's own generator, mounts it, shows the tree, and unmounts.
+# Usage: bash scripts/demo.sh [DIR]   (the example goes to DIR, default a temp dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBCFS_TESTS=OFF >/dev/null
 ninja -C build-release buildcachefs buildcachefs-gen
+bin=./build-release/cli/buildcachefs
 
-dir="${1:-$(mktemp -d /tmp/buildcachefs-demo.XXXXXX)/cache}"
-echo
-echo "\$ buildcachefs-gen --out $dir --shape index --refs 2 --ref-names latest,feature/x --layers 4"
-./build-release/tests/gen/buildcachefs-gen --out "$dir" --shape index --refs 2 \
-  --ref-names latest,feature/x --layers 4
-echo
-echo "\$ buildcachefs ls type=local,src=$dir"
-./build-release/cli/buildcachefs ls "type=local,src=$dir"
-echo
-echo "\$ buildcachefs ls type=local,src=$dir feature/x --format json   (first lines)"
-./build-release/cli/buildcachefs ls "type=local,src=$dir" feature/x --format json | head -n 30
+work="${1:-$(mktemp -d /tmp/buildcachefs-demo.XXXXXX)}"
+mkdir -p "$work"
+cache="$work/cache"
+run() { echo; echo "\$ $*"; "$@"; }
+
+[ -d "$cache" ] || run ./build-release/tests/gen/buildcachefs-gen --out "$cache" --shape index \
+  --refs 2 --ref-names latest,feature/x --layers 4
+run "$bin" ls "type=local,src=$cache"
+
+if [ ! -w /dev/fuse ]; then
+  echo; echo "demo: /dev/fuse is not usable here (run as root to mount); stopping after ls"
+  exit 0
+fi
+mnt="$work/mnt"
+mkdir -p "$mnt"
+trap 'fusermount3 -u "$mnt" 2>/dev/null || true' EXIT
+run "$bin" mount --state-dir "$work/state" "type=local,src=$cache" "$mnt"
+run ls -la "$mnt/cache" "$mnt/cache/refs/feature%2Fx" "$mnt/cache/refs/feature%2Fx/layers"
+run cat "$mnt/cache/index.json"; echo
+blob=$(readlink "$mnt/cache/refs/latest/layers/"000-*)
+echo; echo "\$ sha256sum $mnt/cache/refs/latest/layers/000-*   (the digest is its name)"
+(cd "$mnt/cache/refs/latest/layers" && sha256sum 000-* && echo "    target: $blob")
+run python3 -c "import os,sys; p=sys.argv[1]; [print(n, '=', os.getxattr(p, n).decode()) for n in os.listxattr(p)]" \
+  "$mnt/cache/refs/feature%2Fx"
+run touch "$mnt/cache/new-file" || echo "(read-only, as it should be)"
+run fusermount3 -u "$mnt"
+trap - EXIT

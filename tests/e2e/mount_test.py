@@ -1254,6 +1254,29 @@ class MountErrors(Base):
 # 8. Inode numbers
 
 
+class LsTree(Base):
+    def test_ls_tree_prints_exactly_what_the_mount_shows(self):
+        root = self.generate("index")
+        mnt = self.mount([self.local(root)])
+        name = os.path.basename(root)
+        want = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(mnt, name)):
+            for entry in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                st = os.lstat(entry)
+                kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "-"
+                size = 0 if kind == "d" else st.st_size
+                line = "%s%04o %10d  %s" % (kind, stat.S_IMODE(st.st_mode), size,
+                                            os.path.relpath(entry, mnt))
+                if kind == "l":
+                    line += " -> " + os.readlink(entry)
+                want.append(line)
+        p = subprocess.run([ARGS.bin, "ls", self.local(root), "--tree"], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(sorted(set(p.stdout.splitlines())), sorted(set(want)))
+        self.assertEqual(len(p.stdout.splitlines()), len(set(want)))
+
+
 class Inodes(Base):
     def test_inode_numbers_are_stable_across_remounts(self):
         root = self.fixture("local-growth")
