@@ -17,4 +17,6 @@ std::string DefaultStateDir() {
 
 std::string IndexDb(const std::string& state_dir) { return state_dir + "/index.db"; }
 
+std::string StoreDir(const std::string& state_dir) { return state_dir + "/store"; }
+
 }  // namespace bcfs::paths

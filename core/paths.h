@@ -13,5 +13,7 @@ namespace bcfs::paths {
 std::string DefaultStateDir();
 // The SQLite index inside a state dir.
 std::string IndexDb(const std::string& state_dir);
+// The local content store (fetched blobs) inside a state dir.
+std::string StoreDir(const std::string& state_dir);
 
 }  // namespace bcfs::paths
