@@ -69,7 +69,7 @@ fusermount3 -u "$work/mnt-big"; mounts=()
 
 # ---- find -ls over ~10,000 blobs ----
 if [ ! -d "$work/many" ]; then
-  "$gen" --out "$work/many" --layers 10000 --files 0 --compression uncompressed >/dev/null
+  "$gen" --out "$work/many" --refs 1000 --layers 10 --files 1 --file-size 256 >/dev/null
 fi
 nblobs=$(ls "$work/many/blobs/sha256" | wc -l)
 mkdir -p "$work/mnt-many"

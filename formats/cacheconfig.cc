@@ -148,26 +148,88 @@ Result<CacheConfig> ParseCacheConfig(std::string_view text, std::string_view doc
   return c;
 }
 
-Result<std::vector<int64_t>> LayerChain(const CacheConfig& config, int64_t top,
-                                        std::string_view doc) {
+namespace {
+
+// Resolves, once per layer entry, whether the chain of that entry (itself and
+// its ancestors) is well formed and which blob of it, if any, the cache lacks:
+// linear in the number of layer entries however many records share them.
+class LayerResolver {
+ public:
+  LayerResolver(const CacheConfig& config, const std::function<bool(const Digest&)>& has_blob,
+                std::string_view doc)
+      : config_(config),
+        has_blob_(has_blob),
+        doc_(doc),
+        state_(config.layers.size(), kNew),
+        missing_(config.layers.size(), nullptr) {}
+
+  // nullptr when every blob of the chain of `top` is in the cache, else the
+  // topmost missing blob (BuildKit walks down from the top and stops there).
+  // kCorrupt for a layer index or parent out of range and for a parent loop.
+  Result<const Digest*> Resolve(int64_t top) {
+    const int64_t n = static_cast<int64_t>(config_.layers.size());
+    if (top < 0 || top >= n) {
+      return CorruptError(std::string(doc_) + ": layer index " + std::to_string(top) +
+                          " is out of range (" + std::to_string(n) + " layers)");
+    }
+    path_.clear();
+    const Digest* below = nullptr;
+    int64_t cur = top;
+    for (;;) {
+      if (cur == -1) break;
+      if (cur < 0 || cur >= n) {
+        return CorruptError(std::string(doc_) + ": parent " + std::to_string(cur) +
+                            " is out of range (" + std::to_string(n) +
+                            " layers) at field \"layers[" + std::to_string(path_.back()) +
+                            "].parent\"");
+      }
+      if (state_[cur] == kDone) {
+        below = missing_[cur];
+        break;
+      }
+      if (state_[cur] == kActive) {
+        return CorruptError(std::string(doc_) + ": invalid looping layer: field \"layers[" +
+                            std::to_string(cur) + "]\" is its own ancestor");
+      }
+      state_[cur] = kActive;
+      path_.push_back(cur);
+      cur = config_.layers[cur].parent;
+    }
+    for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
+      const Digest& own = config_.layers[*it].blob;
+      if (!has_blob_(own)) below = &own;
+      missing_[*it] = below;
+      state_[*it] = kDone;
+    }
+    return below;
+  }
+
+ private:
+  enum : uint8_t { kNew, kActive, kDone };
+  const CacheConfig& config_;
+  const std::function<bool(const Digest&)>& has_blob_;
+  std::string_view doc_;
+  std::vector<uint8_t> state_;
+  std::vector<const Digest*> missing_;
+  std::vector<int64_t> path_;
+};
+
+}  // namespace
+
+std::vector<int64_t> LayerParents(const CacheConfig& config) {
+  std::vector<int64_t> parents;
+  parents.reserve(config.layers.size());
+  for (const auto& l : config.layers) parents.push_back(l.parent);
+  return parents;
+}
+
+std::vector<int64_t> ResolvedResult::Layers(const std::vector<int64_t>& parents) const {
+  if (explicit_chain) return explicit_layers;
   std::vector<int64_t> chain;
-  std::unordered_set<int64_t> seen;
-  int64_t cur = top;
-  while (cur != -1) {
-    if (cur < 0 || static_cast<size_t>(cur) >= config.layers.size()) {
-      std::string where = chain.empty() ? "layer index " : "parent ";
-      return CorruptError(
-          std::string(doc) + ": " + where + std::to_string(cur) + " is out of range (" +
-          std::to_string(config.layers.size()) + " layers)" +
-          (chain.empty() ? std::string()
-                         : " at field \"layers[" + std::to_string(chain.back()) + "].parent\""));
-    }
-    if (!seen.insert(cur).second) {
-      return CorruptError(std::string(doc) + ": invalid looping layer: field \"layers[" +
-                          std::to_string(cur) + "]\" is its own ancestor");
-    }
+  for (int64_t cur = top;
+       cur >= 0 && static_cast<size_t>(cur) < parents.size() && chain.size() <= parents.size();
+       cur = parents[cur]) {
     chain.push_back(cur);
-    cur = config.layers[cur].parent;
   }
   std::reverse(chain.begin(), chain.end());
   return chain;
@@ -178,13 +240,7 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
                                     std::string_view doc) {
   DecodedConfig out;
   const size_t n = config.records.size();
-  // Many records share layers: resolve each top layer's chain once.
-  std::unordered_map<int64_t, Result<std::vector<int64_t>>> chains;
-  auto chain_of = [&](int64_t top) -> const Result<std::vector<int64_t>>& {
-    auto it = chains.find(top);
-    if (it == chains.end()) it = chains.emplace(top, LayerChain(config, top, doc)).first;
-    return it->second;
-  };
+  LayerResolver resolver(config, has_blob, doc);
   out.records.reserve(n);
   for (size_t j = 0; j < n; ++j) {
     const CacheRecord& rec = config.records[j];
@@ -208,38 +264,45 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
       }
     }
     dr.inputs = rec.inputs;
-    auto add = [&](std::vector<int64_t> chain, TimeNs created, bool is_chain,
-                   const std::string& field) -> Status {
+    auto drop = [&](const std::string& field, const Digest& blob) {
+      out.dropped.push_back("record " + rec.digest + " (" + field + ") dropped: blob " +
+                            blob.ToString() + " is not in the cache");
+    };
+    for (size_t k = 0; k < rec.results.size(); ++k) {
+      std::string field = "records[" + std::to_string(j) + "].layers[" + std::to_string(k) + "]";
+      auto missing = resolver.Resolve(rec.results[k].layer);
+      if (!missing.ok()) return missing.status().WithContext(field);
+      if (*missing != nullptr) {
+        drop(field, **missing);
+        continue;
+      }
       ResolvedResult rr;
-      rr.created_at = created;
-      rr.explicit_chain = is_chain;
-      for (int64_t li : chain) {
+      rr.top = rec.results[k].layer;
+      rr.created_at = rec.results[k].created_at;
+      dr.results.push_back(std::move(rr));
+    }
+    for (size_t k = 0; k < rec.chains.size(); ++k) {
+      std::string field = "records[" + std::to_string(j) + "].chains[" + std::to_string(k) + "]";
+      const Digest* missing = nullptr;
+      for (int64_t li : rec.chains[k].layers) {
         if (li < 0 || static_cast<size_t>(li) >= config.layers.size()) {
           return CorruptAt(doc, field,
                            "layer index " + std::to_string(li) + " is out of range (" +
                                std::to_string(config.layers.size()) + " layers)");
         }
-        const Digest& blob = config.layers[li].blob;
-        if (!has_blob(blob)) {
-          out.dropped.push_back("record " + rec.digest + " (" + field + ") dropped: blob " +
-                                blob.ToString() + " is not in the cache");
-          return OkStatus();
+        if (missing == nullptr && !has_blob(config.layers[li].blob)) {
+          missing = &config.layers[li].blob;
         }
-        rr.blobs.push_back(blob);
       }
-      rr.layers = std::move(chain);
+      if (missing != nullptr) {
+        drop(field, *missing);
+        continue;
+      }
+      ResolvedResult rr;
+      rr.explicit_chain = true;
+      rr.explicit_layers = rec.chains[k].layers;
+      rr.created_at = rec.chains[k].created_at;
       dr.results.push_back(std::move(rr));
-      return OkStatus();
-    };
-    for (size_t k = 0; k < rec.results.size(); ++k) {
-      std::string field = "records[" + std::to_string(j) + "].layers[" + std::to_string(k) + "]";
-      const auto& chain = chain_of(rec.results[k].layer);
-      if (!chain.ok()) return chain.status().WithContext(field);
-      BCFS_RETURN_IF_ERROR(add(*chain, rec.results[k].created_at, false, field));
-    }
-    for (size_t k = 0; k < rec.chains.size(); ++k) {
-      std::string field = "records[" + std::to_string(j) + "].chains[" + std::to_string(k) + "]";
-      BCFS_RETURN_IF_ERROR(add(rec.chains[k].layers, rec.chains[k].created_at, true, field));
     }
     out.records.push_back(std::move(dr));
   }

@@ -71,12 +71,18 @@ Result<CacheConfig> ParseCacheConfig(std::string_view text, std::string_view doc
 Result<std::vector<CacheRecord>> ParseCacheRecords(const Json& array, std::string_view doc,
                                                    std::string_view path);
 
-// One result of a record as a layer chain.
+// One result of a record as a layer chain. Parent-following results keep only
+// their top layer (chains share ancestors; a cache of long chains would
+// otherwise cost chains x length); Layers() materializes the chain.
 struct ResolvedResult {
-  std::vector<int64_t> layers;  // indexes into CacheConfig::layers, bottom first
-  std::vector<Digest> blobs;    // the same chain as blob digests
+  int64_t top = -1;                      // "layers" results: the top layer entry
+  std::vector<int64_t> explicit_layers;  // "chains" results: positions, bottom first
   TimeNs created_at = 0;
   bool explicit_chain = false;  // came from "chains" rather than "layers"
+
+  // The chain as positions in the config's layers, bottom first. `parents[i]`
+  // is layers[i].parent; DecodeRecords has checked the chain is well formed.
+  std::vector<int64_t> Layers(const std::vector<int64_t>& parents) const;
 };
 
 struct DecodedRecord {
@@ -102,8 +108,7 @@ Result<DecodedConfig> DecodeRecords(const CacheConfig& config,
                                     const std::function<bool(const Digest&)>& has_blob,
                                     std::string_view doc);
 
-// The chain of layer entry `top` following parents, bottom first.
-Result<std::vector<int64_t>> LayerChain(const CacheConfig& config, int64_t top,
-                                        std::string_view doc);
+// The parent of every layer entry, for ResolvedResult::Layers.
+std::vector<int64_t> LayerParents(const CacheConfig& config);
 
 }  // namespace bcfs::formats

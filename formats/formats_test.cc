@@ -189,13 +189,13 @@ TEST(CacheConfig, ResultsFollowParentsAndChainsIgnoreThem) {
       *c, [](const Digest&) { return true; }, "cc");
   ASSERT_TRUE(d.ok()) << d.status().message();
   ASSERT_EQ(d->records.size(), 3u);
-  EXPECT_EQ(d->records[0].results[0].layers, (std::vector<int64_t>{0}));
+  const auto parents = LayerParents(*c);
+  EXPECT_EQ(d->records[0].results[0].Layers(parents), (std::vector<int64_t>{0}));
   // r1: layer 1 -> parent 2 -> parent 0 (omitted) -> -1; bottom first.
-  EXPECT_EQ(d->records[1].results[0].layers, (std::vector<int64_t>{0, 2, 1}));
-  EXPECT_EQ(d->records[1].results[0].blobs, (std::vector<Digest>{D(kL0), D(kL2), D(kL1)}));
+  EXPECT_EQ(d->records[1].results[0].Layers(parents), (std::vector<int64_t>{0, 2, 1}));
   EXPECT_FALSE(d->records[1].results[0].explicit_chain);
   // r2: explicit chain [1, 0], parents not followed.
-  EXPECT_EQ(d->records[2].results[0].layers, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(d->records[2].results[0].Layers(parents), (std::vector<int64_t>{1, 0}));
   EXPECT_TRUE(d->records[2].results[0].explicit_chain);
   EXPECT_TRUE(d->dropped.empty());
 }
@@ -330,7 +330,8 @@ TEST(Inline, RecordsFromTheImageConfigAndLayersFromTheManifest) {
   auto d = DecodeRecords(
       ic->config, [](const Digest&) { return true; }, "image config");
   ASSERT_TRUE(d.ok()) << d.status().message();
-  EXPECT_EQ(d->records[0].results[0].blobs, (std::vector<Digest>{D(kL0), D(kL1)}));
+  EXPECT_EQ(d->records[0].results[0].Layers(LayerParents(ic->config)),
+            (std::vector<int64_t>{0, 1}));
 
   m.layers.pop_back();
   auto mismatch = ParseInlineCache(config, m, "image config");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -27,7 +28,7 @@ TimeNs Now() {
 }
 
 // Where a file's bytes come from.
-enum class Content { kNone, kBytes, kBlob, kStatus };
+enum class Content { kNone, kBytes, kBlob, kStatus, kLazy };
 
 // A blob of one source, shared by every node that serves it.
 struct BlobRef {
@@ -55,6 +56,17 @@ class Node {
   std::shared_ptr<const std::string> bytes;   // kBytes
   std::shared_ptr<BlobRef> blob;              // kBlob
   std::map<std::string, std::string> xattrs;  // without the user.buildcachefs. prefix
+  // kLazy: rendered on first use (records.json of a ref with long chains can
+  // be large; a mount should not pay for it up front), then kept.
+  std::function<std::string()> render;
+  std::once_flag rendered;
+  std::shared_ptr<const std::string> lazy_bytes;  // set once, under `rendered`
+
+  const std::shared_ptr<const std::string>& Rendered() {
+    std::call_once(rendered,
+                   [this] { lazy_bytes = std::make_shared<const std::string>(render()); });
+    return lazy_bytes;
+  }
 };
 
 namespace {
@@ -116,6 +128,8 @@ std::string Position(int64_t pos) {
 std::string GoTime(TimeNs t) { return t == 0 ? "0001-01-01T00:00:00Z" : FormatRfc3339(t); }
 
 std::string RecordsJson(const catalog::RefInfo& ref) {
+  std::vector<int64_t> parents;
+  for (const auto& l : ref.layers) parents.push_back(l.parent);
   OJson out = OJson::array();
   for (size_t i = 0; i < ref.records.size(); ++i) {
     const auto& r = ref.records[i];
@@ -132,9 +146,10 @@ std::string RecordsJson(const catalog::RefInfo& ref) {
     }
     OJson results = OJson::array();
     for (const auto& res : r.results) {
+      const std::vector<int64_t> layers = res.Layers(parents);
       OJson blobs = OJson::array();
-      for (const auto& b : res.blobs) blobs.push_back(b.ToString());
-      results.push_back({{"layers", res.layers},
+      for (int64_t pos : layers) blobs.push_back(ref.layers[pos].blob.ToString());
+      results.push_back({{"layers", layers},
                          {"blobs", blobs},
                          {"createdAt", GoTime(res.created_at)},
                          {"chain", res.explicit_chain}});
@@ -291,7 +306,9 @@ struct Tree::Impl {
       }
     }
     if (!ref.shape.empty()) {
-      Node* r = AddBytes(dir, "records.json", RecordsJson(ref), mtime, policy);
+      Node* r = Add(dir, "records.json", Kind::kFile, mtime, policy);
+      r->content = Content::kLazy;
+      r->render = [&ref] { return RecordsJson(ref); };  // sources outlive the nodes
       r->xattrs = x;
     }
     Node* layers = Add(dir, "layers", Kind::kDir, mtime, policy);
@@ -586,6 +603,8 @@ struct Tree::Impl {
           a.size = n.blob->size;
         else if (n.content == Content::kStatus)
           a.size = StatusJson().size();
+        else if (n.content == Content::kLazy)
+          a.size = const_cast<Node&>(n).Rendered()->size();
         break;
     }
     return a;
@@ -693,6 +712,8 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
   switch (n->content) {
     case Content::kBytes:
       return std::unique_ptr<OpenFile>(new BytesFile(n->bytes));
+    case Content::kLazy:
+      return std::unique_ptr<OpenFile>(new BytesFile(n->Rendered()));
     case Content::kStatus:
       return std::unique_ptr<OpenFile>(
           new BytesFile(std::make_shared<const std::string>(impl_->StatusJson())));
