@@ -71,6 +71,10 @@ class Backend {
   // else the directory's); 0 when unknown.
   virtual TimeNs RefsModified() = 0;
 
+  // Whether StatBlob is a local call (false: a network round trip per blob,
+  // which callers avoid for every layer of every ref).
+  virtual bool CheapStat() const { return true; }
+
   // A read-only file descriptor of a blob the source holds as a local file,
   // for serving with splice; the caller closes it. kUnsupported for remote
   // backends, kNotFound when absent.

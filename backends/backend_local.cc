@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "backends/backend_registry.h"
 #include "backends/naming.h"
 #include "core/log.h"
 
@@ -62,6 +63,10 @@ Result<std::string> ReadAll(int fd, const std::string& path, uint64_t max_size) 
 Result<std::unique_ptr<Backend>> OpenBackend(const SourceSpec& spec) {
   if (spec.type == SourceType::kLocal) {
     BCFS_ASSIGN_OR_RETURN(auto b, LocalBackend::Open(spec));
+    return std::unique_ptr<Backend>(std::move(b));
+  }
+  if (spec.type == SourceType::kRegistry) {
+    BCFS_ASSIGN_OR_RETURN(auto b, RegistryBackend::Open(spec));
     return std::unique_ptr<Backend>(std::move(b));
   }
   return UnsupportedError("source " + spec.Redacted() +

@@ -17,24 +17,31 @@ using formats::Descriptor;
 bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::string& what,
              RefInfo& ref, std::string* out) {
   const std::string label = what + " " + desc.digest.ToString();
-  auto st = backend.StatBlob(desc.digest);
-  if (!st.ok()) {
-    ref.errors.push_back(label + " is missing from the source (" + st.status().message() + ")");
-    return false;
-  }
-  if (desc.size >= 0 && st->size != static_cast<uint64_t>(desc.size)) {
-    ref.errors.push_back(label + " is " + std::to_string(st->size) +
-                         " bytes but its descriptor says " + std::to_string(desc.size));
-    return false;
-  }
-  if (st->size > kBuildKitDocumentLimit) {
-    ref.warnings.push_back(label + " is " + FormatBytes(st->size) +
-                           "; BuildKit refuses to import manifests and configs over 1 MiB");
+  if (backend.CheapStat()) {
+    auto st = backend.StatBlob(desc.digest);
+    if (!st.ok()) {
+      ref.errors.push_back(label + " is missing from the source (" + st.status().message() + ")");
+      return false;
+    }
+    if (desc.size >= 0 && st->size != static_cast<uint64_t>(desc.size)) {
+      ref.errors.push_back(label + " is " + std::to_string(st->size) +
+                           " bytes but its descriptor says " + std::to_string(desc.size));
+      return false;
+    }
   }
   auto text = backend.ReadDocument(desc.digest, kMaxDocumentSize);
   if (!text.ok()) {
     ref.errors.push_back(text.status().WithContext("read " + label).message());
     return false;
+  }
+  if (desc.size >= 0 && text->size() != static_cast<uint64_t>(desc.size)) {
+    ref.errors.push_back(label + " is " + std::to_string(text->size()) +
+                         " bytes but its descriptor says " + std::to_string(desc.size));
+    return false;
+  }
+  if (text->size() > kBuildKitDocumentLimit) {
+    ref.warnings.push_back(label + " is " + FormatBytes(text->size()) +
+                           "; BuildKit refuses to import manifests and configs over 1 MiB");
   }
   *out = std::move(*text);
   return true;
@@ -44,7 +51,9 @@ bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::stri
 void ReadRef(backends::Backend& backend, RefInfo& ref) {
   std::string manifest_text;
   if (!ReadDoc(backend, ref.descriptor, "manifest", ref, &manifest_text)) return;
-  if (auto st = backend.StatBlob(ref.descriptor.digest); st.ok()) ref.modified = st->mtime;
+  if (backend.CheapStat()) {
+    if (auto st = backend.StatBlob(ref.descriptor.digest); st.ok()) ref.modified = st->mtime;
+  }
   const std::string mdoc = "manifest " + ref.descriptor.digest.ToString();
   auto manifest = formats::ParseCacheManifest(manifest_text, ref.descriptor.media_type, mdoc);
   if (!manifest.ok()) {
@@ -96,6 +105,9 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
   auto source_size = [&](const Digest& d) {
     auto it = stat_cache.find(d);
     if (it != stat_cache.end()) return it->second;
+    // A remote source would cost a round trip per layer: its blobs are
+    // checked when they are read.
+    if (!backend.CheapStat()) return int64_t{-2};
     auto st = backend.StatBlob(d);
     int64_t size = st.ok() ? static_cast<int64_t>(st->size) : -1;
     stat_cache[d] = size;
@@ -138,7 +150,9 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
                              " which the manifest does not list; results using it are dropped");
     }
     li.actual_size = source_size(cl.blob);
-    if (li.actual_size < 0) {
+    if (li.actual_size == -2) {
+      li.actual_size = -1;  // unknown until read
+    } else if (li.actual_size < 0) {
       li.present = false;
       ref.warnings.push_back("blob " + cl.blob.ToString() + " (layer " + std::to_string(i) +
                              ") is missing from the source");

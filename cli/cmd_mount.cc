@@ -195,8 +195,19 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
     inputs.push_back(tree::SourceInput{
         name, std::shared_ptr<backends::Backend>(std::move(*backend)), std::move(info)});
   }
+  // Remote sources fetch into the content store. Only they open it: the store
+  // takes a lock on its directory, and mounts of local caches need none.
+  std::unique_ptr<store::ContentStore> content;
+  for (const auto& in : inputs) {
+    if (in.backend->CheapStat()) continue;
+    BCFS_ASSIGN_OR_RETURN(content, store::ContentStore::Open(paths::StoreDir(plan.state_dir)));
+    content->SetProgressCallback([](const Digest& d, uint64_t have, uint64_t size) {
+      LOG_DEBUG("fetch " << d.ToString() << ": " << have << " of " << size << " bytes");
+    });
+    break;
+  }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
-                        tree::Tree::Build(std::move(inputs), idx.get()));
+                        tree::Tree::Build(std::move(inputs), idx.get(), content.get()));
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
   Status st = fs::ServeMount(*tree, plan.mount, [&] {
@@ -204,8 +215,9 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
     if (on_ready) on_ready();
   });
   if (st.ok()) LOG_INFO("unmounted " << mnt);
-  // The tree goes before the index it keeps a pointer to.
+  // The tree goes before the index and the store it keeps pointers to.
   tree.reset();
+  content.reset();
   return st;
 }
 

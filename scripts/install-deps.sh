@@ -8,6 +8,7 @@ packages=(
   libfuse3-dev fuse3 libssl-dev libzstd-dev zstd libcurl4-openssl-dev libsqlite3-dev
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libarchive-dev
   libgtest-dev libgmock-dev bc
+  docker-registry apache2-utils
 )
 
 missing=()

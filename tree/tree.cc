@@ -193,6 +193,7 @@ struct Tree::Impl {
   std::vector<SourceInput> sources;
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes;
   index::Index* index = nullptr;
+  store::ContentStore* store = nullptr;
   TimeNs mount_time = 0;
 
   std::mutex index_mu;  // guards *index (one thread at a time)
@@ -411,15 +412,43 @@ struct Tree::Impl {
       auto st = in.backend->StatBlob(d);
       reach(d, st.ok() ? static_cast<int64_t>(st->size) : 0, "");
     }
+    // Manifests and configs were read and verified by the catalog: they are
+    // served from memory (a registry serves manifests only under /manifests/).
+    std::map<Digest, std::shared_ptr<const std::string>> documents;
+    for (const auto* list : {&info.refs, &info.history}) {
+      for (const auto& r : *list) {
+        if (!r.manifest_bytes.empty() &&
+            r.manifest_bytes.size() == static_cast<uint64_t>(r.descriptor.size)) {
+          documents.try_emplace(r.descriptor.digest,
+                                std::make_shared<const std::string>(r.manifest_bytes));
+        }
+        if (!r.config_bytes.empty() &&
+            r.config_bytes.size() == static_cast<uint64_t>(r.config.size)) {
+          documents.try_emplace(r.config.digest,
+                                std::make_shared<const std::string>(r.config_bytes));
+        }
+      }
+    }
+    // A remote source cannot list its blobs: what its refs reach is all there is.
+    const bool listed = in.backend->CheapStat();
     for (auto& [d, b] : blobs) {
       Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
       TimeNs mt = smtime;
       if (present.count(d)) {
         if (auto st = in.backend->StatBlob(d); st.ok()) mt = st->mtime;
-      } else {
+      } else if (listed) {
         b->static_error = "blob " + d.ToString() + " is missing from the source";
       }
       Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
+      if (auto doc = documents.find(d); doc != documents.end() && b->static_error.empty()) {
+        n->content = Content::kBytes;
+        n->bytes = doc->second;
+        n->xattrs = sx;
+        n->xattrs["digest"] = d.ToString();
+        n->xattrs["cached"] = std::to_string(doc->second->size());
+        if (media.count(d)) n->xattrs["mediatype"] = media[d];
+        continue;
+      }
       n->content = Content::kBlob;
       n->blob = b;
       n->xattrs = sx;
@@ -502,6 +531,7 @@ struct Tree::Impl {
     if (!b.static_error.empty()) return NotFoundError(b.static_error);
     backends::Backend& backend = *sources[b.source].backend;
     auto fd_or = backend.OpenBlobFd(b.digest);
+    if (!fd_or.ok() && fd_or.status().code() == Code::kUnsupported) return FetchVerified(b);
     if (!fd_or.ok()) return Fail(b, fd_or.status());
     FdGuard fd(*fd_or);
     struct stat st;
@@ -541,6 +571,38 @@ struct Tree::Impl {
     cv.notify_all();
     if (!result.ok()) return Fail(b, result);
     return fd.release();
+  }
+
+  // A remote blob: fetched into the content store (lazily, in parts, single
+  // flight, verified whole before the first byte) and served from there.
+  Result<int> FetchVerified(const BlobRef& b) {
+    if (store == nullptr) {
+      return Fail(b, UnsupportedError("blob " + b.digest.ToString() +
+                                      ": remote blobs need a content store (mount, not ls)"));
+    }
+    backends::Backend& backend = *sources[b.source].backend;
+    const Digest digest = b.digest;
+    auto fd =
+        store->OpenVerified(digest, b.size, [&backend, digest](uint64_t off, std::span<char> out) {
+          size_t done = 0;
+          while (done < out.size()) {
+            auto n = backend.ReadBlob(digest, off + done, out.subspan(done));
+            if (!n.ok()) return n.status();
+            if (*n == 0) {
+              return CorruptError("blob " + digest.ToString() + " ended at " +
+                                  std::to_string(off + done) +
+                                  " bytes, before its descriptor's size");
+            }
+            done += *n;
+          }
+          return OkStatus();
+        });
+    if (!fd.ok()) return Fail(b, fd.status());
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      errors.erase({b.source, b.digest});
+    }
+    return *fd;
   }
 
   Status Verify(const BlobRef& b, int fd, const index::FileIdentity& id) {
@@ -614,11 +676,13 @@ struct Tree::Impl {
 Tree::Tree() : impl_(std::make_unique<Impl>()) {}
 Tree::~Tree() = default;
 
-Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, index::Index* index) {
+Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, index::Index* index,
+                                          store::ContentStore* store) {
   std::unique_ptr<Tree> t(new Tree());
   Impl& im = *t->impl_;
   im.sources = std::move(sources);
   im.index = index;
+  im.store = store;
   im.mount_time = Now();
   auto root = std::make_unique<Node>();
   root->ino = kRootIno;
@@ -695,6 +759,10 @@ Result<std::string> Tree::GetXattr(uint64_t ino, std::string_view name) {
     std::string e = impl_->ErrorOf(*n);
     if (e.empty()) return NotFoundError("no such attribute");
     return e;
+  }
+  if (key == "cached" && n->content == Content::kBlob && impl_->store != nullptr &&
+      !impl_->sources[n->blob->source].backend->CheapStat()) {
+    return std::to_string(impl_->store->CachedBytes(n->blob->digest));
   }
   if (key == "cached" && n->content == Content::kBlob) {
     // Local sources hold every present blob whole.

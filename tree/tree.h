@@ -30,6 +30,7 @@
 #include "core/status.h"
 #include "core/time.h"
 #include "index/index.h"
+#include "store/content_store.h"
 
 namespace bcfs::tree {
 
@@ -89,8 +90,10 @@ class Tree {
   static constexpr uint64_t kRootIno = 1;
 
   // Builds the tree of all sources. `index` (may be null) keeps the
-  // verification memo of local blobs; it must outlive the tree.
-  static Result<std::unique_ptr<Tree>> Build(std::vector<SourceInput> sources, index::Index* index);
+  // verification memo of local blobs; `store` (may be null: remote blobs are
+  // then unreadable) fetches and keeps remote blobs. Both must outlive the tree.
+  static Result<std::unique_ptr<Tree>> Build(std::vector<SourceInput> sources, index::Index* index,
+                                             store::ContentStore* store = nullptr);
   ~Tree();
 
   // kNotFound when parent has no child `name` (or is not a directory).
