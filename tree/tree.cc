@@ -582,6 +582,8 @@ struct Tree::Impl {
     }
     backends::Backend& backend = *sources[b.source].backend;
     const Digest digest = b.digest;
+    const bool cold = !store->IsComplete(digest);
+    const auto start = std::chrono::steady_clock::now();
     auto fd =
         store->OpenVerified(digest, b.size, [&backend, digest](uint64_t off, std::span<char> out) {
           size_t done = 0;
@@ -598,6 +600,12 @@ struct Tree::Impl {
           return OkStatus();
         });
     if (!fd.ok()) return Fail(b, fd.status());
+    if (cold) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      LOG_INFO("source " << sources[b.source].name << ": fetched and verified blob "
+                         << digest.ToString() << " (" << b.size << " bytes) in " << secs << " s");
+    }
     {
       std::lock_guard<std::mutex> lock(mu);
       errors.erase({b.source, b.digest});

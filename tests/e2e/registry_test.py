@@ -567,6 +567,29 @@ class Credentials(Base):
             check_message(self.log_of(mnt), "the mount's output")
             return err
 
+    def test_identity_token_is_exchanged_for_access_and_a_wrong_one_is_refused(self):
+        reg = Registry("token", refresh_tokens={"rt-good-secret": "testuser"})
+        self.addCleanup(reg.stop)
+        reg.start()
+        reg.push_layout(CONTENT["registry-max"], "cache", tag="main")
+        source = "type=registry,ref=%s/cache:main" % reg.host
+        for token, want_rc in (("rt-good-secret", 0), ("rt-bad-secret", 1)):
+            d = tempfile.mkdtemp(prefix="dc-", dir=self.tmp)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump({"auths": {reg.host: {"identitytoken": token}}}, f)
+            p = self.ls(source, self.env(d), "--format", "json")
+            self.assertEqual(p.returncode, want_rc, p.stdout + p.stderr)
+            self.assertNotIn(token, p.stdout + p.stderr)
+            doc = json.loads(p.stdout)
+            if want_rc == 0:
+                self.assertEqual([r["name"] for r in doc["refs"]], ["main"])
+                self.assertEqual(doc["refs"][0]["record_count"], 13)
+            else:
+                self.assertEqual(doc["refs"], [])
+                self.assertIn("the token server refused the configured credentials",
+                              " ".join(doc["errors"]))
+                self.assertIn(reg.host, " ".join(doc["errors"]))
+
     def test_basic_wrong_credentials(self):
         err = self.check_refused("basic", ("testuser", PASSWORD))
         self.assertIn("refused the configured credentials", err)

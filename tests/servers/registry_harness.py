@@ -232,7 +232,8 @@ class Registry:
     creds = ("testuser", "testpass")
 
     def __init__(self, mode=None, *, anonymous_pull=False, token_ttl=300, token_kid=False,
-                 log_level="info", binary="docker-registry", die_with_parent=False):
+                 log_level="info", binary="docker-registry", die_with_parent=False,
+                 refresh_tokens=None):
         """anonymous_pull (token mode): the token server grants pull to requests without
         credentials (as TEST-SERVERS.md's script does). Default False: anonymous gets a
         token with no access, so the registry answers 401 and the repo is private, as in
@@ -247,6 +248,7 @@ class Registry:
         self.anonymous_pull = anonymous_pull
         self.token_ttl = token_ttl
         self.token_kid = token_kid
+        self.refresh_tokens = dict(refresh_tokens or {})  # token mode: identitytoken -> user
         self.log_level = log_level
         self.binary = binary
         self.root = None
@@ -403,6 +405,8 @@ class Registry:
                "--anonymous", "pull" if self.anonymous_pull else "none"]
         if self.token_kid:
             cmd.append("--kid")
+        for token, user in self.refresh_tokens.items():
+            cmd += ["--refresh-token", "%s=%s" % (token, user)]
         log = open(os.path.join(self.root, "tokserver.log"), "ab")
         try:
             self.tokproc = subprocess.Popen(
