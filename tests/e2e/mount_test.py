@@ -34,19 +34,17 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cachefiles import (CACHECONFIG, IMAGE_CONFIGS, LOCAL_FIXTURES, blob_path,  # noqa: E402
+                        cache_manifest_info, load_json, read_blob, sha256)
+
 ARGS = None
-CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json",
-                 "application/vnd.docker.container.image.v1+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json",
                   "application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.docker.distribution.manifest.list.v2+json")
 REF_NAME = "org.opencontainers.image.ref.name"
-LOCAL_FIXTURES = ["local-max-gzip", "local-max-zstd", "local-max-estargz",
-                  "local-max-uncompressed", "local-growth", "registry-imagemanifest",
-                  "registry-max", "inline"]
 SHAPES = ("image-manifest", "index", "manifest-list")
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 X = "user.buildcachefs."
@@ -62,56 +60,6 @@ def in_ci():
 
 # ---------------------------------------------------------------------------
 # Reading the cache files (the independent route)
-
-
-def load_json(path):
-    with open(path, "rb") as f:
-        return json.load(f)
-
-
-def blob_path(root, digest):
-    alg, hexd = digest.split(":")
-    return os.path.join(root, "blobs", alg, hexd)
-
-
-def read_blob(root, digest):
-    with open(blob_path(root, digest), "rb") as f:
-        return f.read()
-
-
-def sha256(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def cache_manifest_info(root, digest):
-    """(shape, config descriptor, layer descriptors) or None (as in ls_test.py)."""
-    try:
-        doc = json.loads(read_blob(root, digest))
-    except (ValueError, OSError):
-        return None
-    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
-        return None
-    if "config" in doc or "layers" in doc:
-        cfg = doc.get("config") or {}
-        layers = doc.get("layers") or []
-        if cfg.get("mediaType") == CACHECONFIG:
-            return "image-manifest", cfg, layers
-        if cfg.get("mediaType") in IMAGE_CONFIGS:
-            try:
-                image = json.loads(read_blob(root, cfg["digest"]))
-            except (ValueError, OSError):
-                return None
-            if "moby.buildkit.cache.v0" not in image:
-                return None
-            return "inline", cfg, layers
-        return None
-    entries = doc.get("manifests") or []
-    cfgs = [d for d in entries if d.get("mediaType") == CACHECONFIG]
-    if not cfgs:
-        return None
-    shape = ("manifest-list" if doc.get("mediaType") ==
-             "application/vnd.docker.distribution.manifest.list.v2+json" else "index")
-    return shape, cfgs[-1], [d for d in entries if d.get("mediaType") != CACHECONFIG]
 
 
 def encode_ref(name):
