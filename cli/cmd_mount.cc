@@ -286,6 +286,11 @@ int WaitForDaemon(pid_t pid, int report_fd) {
   while (!text.empty() && text.back() == '\n') text.pop_back();
   if (text == kReadyLine) return kExitOk;
   if (!text.empty()) {
+    // The daemon reported a failure and is exiting: wait for it, so that
+    // nothing of this mount is left running when the command returns.
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     std::cerr << "buildcachefs mount: " << text << "\n";
     return kExitErrors;
   }
