@@ -300,6 +300,12 @@ mode_t TypeBits(tree::Kind kind) {
       return S_IFREG;
     case tree::Kind::kSymlink:
       return S_IFLNK;
+    case tree::Kind::kCharDev:
+      return S_IFCHR;
+    case tree::Kind::kBlockDev:
+      return S_IFBLK;
+    case tree::Kind::kFifo:
+      return S_IFIFO;
   }
   return S_IFREG;
 }
@@ -312,6 +318,7 @@ struct stat ToStat(const tree::Attr& a) {
   st.st_size = static_cast<off_t>(a.size);
   st.st_uid = a.uid;
   st.st_gid = a.gid;
+  st.st_rdev = static_cast<dev_t>(a.rdev);
   st.st_blksize = 4096;
   st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
   // Floor division keeps tv_nsec in [0, 1e9) for times before 1970.

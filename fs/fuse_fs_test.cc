@@ -235,13 +235,13 @@ TEST_F(MountTest, ServesTheTreeReadOnlyAndUnmountsCleanly) {
   EXPECT_EQ(static_cast<size_t>(bst.st_size), want.size());
   EXPECT_EQ(bst.st_blocks, static_cast<blkcnt_t>((want.size() + 511) / 512));
 
-  // Layer links point into blobs/.
+  // Layer links point into layers/.
   std::string link;
   for (const auto& e : std::filesystem::directory_iterator(Path("cache/refs/latest/layers"))) {
     link = std::filesystem::read_symlink(e.path()).string();
     break;
   }
-  EXPECT_EQ(link.rfind("../../../blobs/sha256/", 0), 0u) << link;
+  EXPECT_EQ(link.rfind("../../../layers/sha256/", 0), 0u) << link;
 
   // Extended attributes: size probe, exact read, too small, missing.
   const std::string bpath = Path("cache/blobs/sha256/" + blob);

@@ -1,6 +1,7 @@
 #include "tree/tree.h"
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,10 +10,13 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <shared_mutex>
 #include <unordered_map>
 
 #include "backends/naming.h"
 #include "core/log.h"
+#include "formats/compression.h"
+#include "formats/tar.h"
 
 namespace bcfs::tree {
 namespace {
@@ -28,7 +32,7 @@ TimeNs Now() {
 }
 
 // Where a file's bytes come from.
-enum class Content { kNone, kBytes, kBlob, kStatus, kLazy };
+enum class Content { kNone, kBytes, kBlob, kStatus, kLazy, kLayerFile };
 
 // A blob of one source, shared by every node that serves it.
 struct BlobRef {
@@ -36,6 +40,45 @@ struct BlobRef {
   Digest digest;
   uint64_t size = 0;         // what st_size says (descriptor size when a ref reaches it)
   std::string static_error;  // known unreadable at build time ("" = readable so far)
+};
+
+// A file descriptor over a verified blob, for the decompressors.
+class FdSource : public formats::ByteSource {
+ public:
+  FdSource(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  uint64_t size() const override { return size_; }
+  Status ReadAt(uint64_t offset, std::span<char> out) override {
+    size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n =
+          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, "read layer blob");
+      if (n == 0) return CorruptError("layer blob ends at " + std::to_string(offset + done));
+      done += static_cast<size_t>(n);
+    }
+    return OkStatus();
+  }
+
+ private:
+  int fd_;
+  uint64_t size_;
+};
+
+// One layer blob shown as a directory: indexed once, on first use.
+struct LayerState {
+  std::shared_ptr<BlobRef> blob;
+  TimeNs mtime = 0;
+  std::mutex mu;  // serializes the indexing of this layer
+  std::atomic<bool> expanded{false};
+  // Set once under `mu` before `expanded`; read-only afterwards.
+  int fd = -1;  // the verified blob, kept open while the tree lives
+  formats::Compression compression = formats::Compression::kUncompressed;
+  formats::SeekIndex index;
+  std::string error;  // why it could not be indexed, or which entries were skipped
+  ~LayerState() {
+    if (fd >= 0) ::close(fd);
+  }
 };
 
 }  // namespace
@@ -56,6 +99,14 @@ class Node {
   std::shared_ptr<const std::string> bytes;   // kBytes
   std::shared_ptr<BlobRef> blob;              // kBlob
   std::map<std::string, std::string> xattrs;  // without the user.buildcachefs. prefix
+  // Inside layers: the tar's own metadata.
+  uint32_t uid = 0, gid = 0;
+  uint64_t rdev = 0;
+  uint64_t links = 1;  // names of a file (hard links share the node)
+  std::vector<std::pair<std::string, std::string>> raw_xattrs;  // full names, from the tar
+  std::shared_ptr<LayerState> layer;        // layer folders, and files in layers (kLayerFile)
+  uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
+  std::vector<formats::TarSparseChunk> sparse;
   // kLazy: rendered on first use (records.json of a ref with long chains can
   // be large; a mount should not pay for it up front), then kept.
   std::function<std::string()> render;
@@ -103,6 +154,53 @@ class FdFile : public OpenFile {
  private:
   int fd_;
   uint64_t size_;
+};
+
+// A file inside a layer: bytes at an offset of the (uncompressed) tar stream
+// of a verified blob; spliced from the blob when the layer is uncompressed.
+class LayerFile : public OpenFile {
+ public:
+  LayerFile(std::shared_ptr<LayerState> layer, uint64_t offset, uint64_t size,
+            std::vector<formats::TarSparseChunk> sparse)
+      : layer_(std::move(layer)), offset_(offset), size_(size), sparse_(std::move(sparse)) {}
+
+  Result<ReadSpan> Read(uint64_t offset, size_t size) override {
+    ReadSpan span;
+    if (offset >= size_) return span;
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(size, size_ - offset));
+    if (sparse_.empty() && layer_->compression == formats::Compression::kUncompressed) {
+      span.fd = layer_->fd;
+      span.fd_offset = offset_ + offset;
+      span.length = len;
+      return span;
+    }
+    span.bytes.assign(len, '\0');
+    if (sparse_.empty()) {
+      BCFS_RETURN_IF_ERROR(StreamRead(offset_ + offset, std::span<char>(span.bytes)));
+    } else {
+      // Sparse: data regions from the stream, holes stay zero.
+      for (const auto& c : sparse_) {
+        uint64_t lo = std::max(offset, c.logical_offset);
+        uint64_t hi = std::min<uint64_t>(offset + len, c.logical_offset + c.length);
+        if (lo >= hi) continue;
+        BCFS_RETURN_IF_ERROR(StreamRead(c.stream_offset + (lo - c.logical_offset),
+                                        std::span<char>(span.bytes).subspan(lo - offset, hi - lo)));
+      }
+    }
+    span.length = len;
+    return span;
+  }
+
+ private:
+  Status StreamRead(uint64_t at, std::span<char> out) {
+    FdSource src(layer_->fd, layer_->blob->size);
+    if (layer_->compression == formats::Compression::kUncompressed) return src.ReadAt(at, out);
+    return formats::ReadUncompressed(src, layer_->index, at, out);
+  }
+
+  std::shared_ptr<LayerState> layer_;
+  uint64_t offset_, size_;
+  std::vector<formats::TarSparseChunk> sparse_;
 };
 
 // Closes an fd unless released.
@@ -191,7 +289,10 @@ std::string SynthesizeInlineConfig(const catalog::RefInfo& ref) {
 
 struct Tree::Impl {
   std::vector<SourceInput> sources;
-  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes;
+  // Nodes are created by Build and, later, when a layer is indexed; readers
+  // take nodes_mu shared, indexing takes it exclusive to insert.
+  std::shared_mutex nodes_mu;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes;  // GUARDED_BY(nodes_mu)
   index::Index* index = nullptr;
   store::ContentStore* store = nullptr;
   TimeNs mount_time = 0;
@@ -217,16 +318,23 @@ struct Tree::Impl {
     }
   }
 
-  Node* Get(uint64_t ino) {
+  // With nodes_mu held (or while building, before any reader exists).
+  Node* GetLocked(uint64_t ino) {
     auto it = nodes.find(ino);
     return it == nodes.end() ? nullptr : it->second.get();
+  }
+  // For readers. Nodes are never removed, so the pointer stays valid after
+  // the lock is released; their fields do not change once a reader can reach them.
+  Node* Get(uint64_t ino) {
+    std::shared_lock<std::shared_mutex> lock(nodes_mu);
+    return GetLocked(ino);
   }
 
   std::string PathOf(const Node* n) {
     std::string p;
     while (n != nullptr && n->ino != kRootIno) {
       p = "/" + n->name + p;
-      n = Get(n->parent);
+      n = GetLocked(n->parent);
     }
     return p;
   }
@@ -322,7 +430,7 @@ struct Tree::Impl {
       if (static_cast<int>(pos.size()) < width) pos = std::string(width - pos.size(), '0') + pos;
       Node* link = Add(layers, pos + "-" + l.blob.ShortHex(), Kind::kSymlink, mtime,
                        CachePolicy::kImmutable);
-      link->target = "../../../blobs/" + l.blob.algorithm() + "/" + l.blob.hex();
+      link->target = "../../../layers/" + l.blob.algorithm() + "/" + l.blob.hex();
       // No xattrs: Linux refuses user.* attributes on symlinks before asking
       // the filesystem (fs/xattr.c, xattr_permission), so they could never be read.
     }
@@ -431,6 +539,7 @@ struct Tree::Impl {
     }
     // A remote source cannot list its blobs: what its refs reach is all there is.
     const bool listed = in.backend->CheapStat();
+    std::map<Digest, TimeNs> blob_mtimes;
     for (auto& [d, b] : blobs) {
       Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
       TimeNs mt = smtime;
@@ -439,6 +548,7 @@ struct Tree::Impl {
       } else if (listed) {
         b->static_error = "blob " + d.ToString() + " is missing from the source";
       }
+      blob_mtimes[d] = mt;
       Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
       if (auto doc = documents.find(d); doc != documents.end() && b->static_error.empty()) {
         n->content = Content::kBytes;
@@ -454,6 +564,36 @@ struct Tree::Impl {
       n->xattrs = sx;
       n->xattrs["digest"] = d.ToString();
       if (media.count(d)) n->xattrs["mediatype"] = media[d];
+    }
+
+    // layers/<alg>/<hex>/: every layer blob a cache config names, shown as a
+    // directory once indexed (on first use).
+    Node* layers_top = Add(src, "layers", Kind::kDir, smtime, CachePolicy::kShort);
+    layers_top->xattrs = sx;
+    std::map<std::string, Node*> layer_alg_dirs;
+    for (const auto* list : {&info.refs, &info.history}) {
+      for (const auto& r : *list) {
+        for (const auto& l : r.layers) {
+          const std::string alg = l.blob.algorithm();
+          Node*& ad = layer_alg_dirs[alg];
+          if (ad == nullptr) {
+            ad = Add(layers_top, alg, Kind::kDir, smtime, CachePolicy::kShort);
+            ad->xattrs = sx;
+          }
+          if (ad->children.count(l.blob.hex())) continue;
+          Node* ld =
+              Add(ad, l.blob.hex(), Kind::kDir, blob_mtimes[l.blob], CachePolicy::kImmutable);
+          ld->xattrs = sx;
+          ld->xattrs["digest"] = l.blob.ToString();
+          if (!l.media_type.empty()) ld->xattrs["mediatype"] = l.media_type;
+          ld->layer = std::make_shared<LayerState>();
+          ld->layer->blob = blobs[l.blob];
+          ld->layer->mtime = blob_mtimes[l.blob];
+        }
+      }
+    }
+    if (layer_alg_dirs.empty()) {
+      Add(layers_top, "sha256", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
     }
 
     Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
@@ -508,6 +648,10 @@ struct Tree::Impl {
   }
 
   std::string ErrorOf(const Node& n) {
+    if (n.layer && n.content != Content::kLayerFile &&
+        n.layer->expanded.load(std::memory_order_acquire) && !n.layer->error.empty()) {
+      return n.layer->error;
+    }
     if (n.content == Content::kBlob) {
       if (!n.blob->static_error.empty()) return n.blob->static_error;
       std::lock_guard<std::mutex> lock(mu);
@@ -652,6 +796,174 @@ struct Tree::Impl {
     return OkStatus();
   }
 
+  // ---- layers ----
+
+  // Indexes a layer folder's tar on first use: the blob is verified (and
+  // fetched) first, the tar indexed in one pass that also records seek points,
+  // then the nodes are inserted under the exclusive lock. Errors are kept as
+  // the folder's user.buildcachefs.error; the folder then stays empty.
+  void EnsureExpanded(Node* n) {
+    if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return;
+    LayerState& layer = *n->layer;
+    if (layer.expanded.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> guard(layer.mu);
+    if (layer.expanded.load(std::memory_order_acquire)) return;
+    std::vector<formats::TarEntry> entries;
+    std::vector<std::string> warnings;
+    Status st = IndexLayer(layer, &entries, &warnings);
+    if (st.ok()) {
+      std::unique_lock<std::shared_mutex> lock(nodes_mu);
+      InsertLayerEntries(n, entries, &warnings);
+    }
+    if (!st.ok()) {
+      layer.error = st.message();
+      LOG_WARNING("source " << sources[layer.blob->source].name << ": layer "
+                            << layer.blob->digest.ToString() << ": " << layer.error);
+    } else if (!warnings.empty()) {
+      std::string joined = "skipped entries:";
+      for (const auto& w : warnings) joined += " " + w + ";";
+      joined.pop_back();
+      layer.error = joined;
+    }
+    layer.expanded.store(true, std::memory_order_release);
+  }
+
+  Status IndexLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
+                    std::vector<std::string>* warnings) {
+    auto fd = OpenVerified(*layer.blob);
+    if (!fd.ok()) return fd.status();
+    layer.fd = *fd;
+    FdSource src(layer.fd, layer.blob->size);
+    const std::string doc = "layer " + layer.blob->digest.ToString();
+    BCFS_ASSIGN_OR_RETURN(formats::Compression c, formats::DetectCompression(src));
+    // BuildKit writes eStargz losslessly: the blob is a valid tar.gz whose tar
+    // ends before the appended TOC, so it is indexed as gzip.
+    layer.compression = c == formats::Compression::kEstargz ? formats::Compression::kGzip : c;
+    formats::TarIndexer tar(doc);
+    auto index = formats::BuildSeekIndex(src, layer.compression, doc, [&](std::string_view chunk) {
+      return tar.done() ? OkStatus() : tar.Feed(chunk);
+    });
+    if (!index.ok()) return index.status();
+    layer.index = std::move(*index);
+    BCFS_RETURN_IF_ERROR(tar.Finish());
+    *entries = tar.TakeEntries();
+    *warnings = tar.warnings();
+    return OkStatus();
+  }
+
+  // Under the exclusive nodes lock.
+  void InsertLayerEntries(Node* root, const std::vector<formats::TarEntry>& entries,
+                          std::vector<std::string>* warnings) {
+    const std::shared_ptr<LayerState>& layer = root->layer;
+    auto child = [&](Node* dir, const std::string& name) -> Node* {
+      auto it = dir->children.find(name);
+      return it == dir->children.end() ? nullptr : GetLocked(it->second);
+    };
+    auto unlink = [&](Node* dir, const std::string& name) {
+      Node* old = child(dir, name);
+      if (old == nullptr) return;
+      if (old->kind == Kind::kDir) --dir->subdirs;
+      if (old->links > 1) --old->links;
+      dir->children.erase(name);
+    };
+    auto resolve = [&](const std::string& path) -> Node* {
+      Node* cur = root;
+      size_t pos = 0;
+      while (cur != nullptr && pos <= path.size()) {
+        size_t slash = path.find('/', pos);
+        std::string part =
+            path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+        cur = child(cur, part);
+        if (slash == std::string::npos) break;
+        pos = slash + 1;
+      }
+      return cur;
+    };
+    for (const formats::TarEntry& e : entries) {
+      if (e.path.empty()) continue;  // "./": the layer folder itself
+      Node* dir = root;
+      size_t pos = 0;
+      bool ok = true;
+      while (true) {
+        size_t slash = e.path.find('/', pos);
+        if (slash == std::string::npos) break;
+        const std::string part = e.path.substr(pos, slash - pos);
+        Node* next = child(dir, part);
+        if (next != nullptr && next->kind != Kind::kDir) {
+          warnings->push_back("\"" + e.path + "\": \"" + part + "\" is not a directory");
+          ok = false;
+          break;
+        }
+        if (next == nullptr) {
+          // A directory the tar implies without listing it.
+          next = Add(dir, part, Kind::kDir, layer->mtime, CachePolicy::kImmutable);
+          next->mode = 0755;
+        }
+        dir = next;
+        pos = slash + 1;
+      }
+      if (!ok) continue;
+      const std::string name = e.path.substr(pos);
+      if (e.type == formats::TarType::kHardlink) {
+        Node* target = resolve(e.link_target);
+        if (target == nullptr || target->kind == Kind::kDir) {
+          warnings->push_back("\"" + e.path + "\": hard link to missing \"" + e.link_target + "\"");
+          continue;
+        }
+        if (target == child(dir, name)) continue;
+        unlink(dir, name);
+        dir->children[name] = target->ino;
+        ++target->links;
+        continue;
+      }
+      Node* existing = child(dir, name);
+      Kind kind = Kind::kFile;
+      switch (e.type) {
+        case formats::TarType::kDir:
+          kind = Kind::kDir;
+          break;
+        case formats::TarType::kSymlink:
+          kind = Kind::kSymlink;
+          break;
+        case formats::TarType::kChar:
+          kind = Kind::kCharDev;
+          break;
+        case formats::TarType::kBlock:
+          kind = Kind::kBlockDev;
+          break;
+        case formats::TarType::kFifo:
+          kind = Kind::kFifo;
+          break;
+        default:
+          kind = Kind::kFile;
+          break;
+      }
+      Node* n = nullptr;
+      if (existing != nullptr && existing->kind == Kind::kDir && kind == Kind::kDir) {
+        n = existing;  // a later entry for the same directory: its metadata wins
+      } else {
+        unlink(dir, name);
+        n = Add(dir, name, kind, 0, CachePolicy::kImmutable);
+      }
+      n->mode = e.mode & 07777;
+      n->uid = e.uid;
+      n->gid = e.gid;
+      n->mtime = static_cast<TimeNs>(e.mtime_sec) * 1000000000 + e.mtime_nsec;
+      n->raw_xattrs = e.xattrs;
+      if (kind == Kind::kSymlink) n->target = e.link_target;
+      if (kind == Kind::kCharDev || kind == Kind::kBlockDev) {
+        n->rdev = makedev(e.dev_major, e.dev_minor);
+      }
+      if (kind == Kind::kFile) {
+        n->content = Content::kLayerFile;
+        n->layer = layer;
+        n->data_offset = e.data_offset;
+        n->data_size = e.size;
+        n->sparse = e.sparse;
+      }
+    }
+  }
+
   Attr AttrOf(const Node& n) {
     Attr a;
     a.ino = n.ino;
@@ -659,9 +971,20 @@ struct Tree::Impl {
     a.mode = n.mode;
     a.mtime = n.mtime;
     a.cache = n.cache;
+    a.uid = n.uid;
+    a.gid = n.gid;
+    a.rdev = n.rdev;
+    a.nlink = n.links;
     switch (n.kind) {
       case Kind::kDir:
         a.nlink = 2 + n.subdirs;
+        // An unindexed layer folder does not know its subdirectories yet: 1
+        // tells find(1) not to trust the count (as btrfs and others do).
+        if (n.layer && !n.layer->expanded.load(std::memory_order_acquire)) a.nlink = 1;
+        break;
+      case Kind::kCharDev:
+      case Kind::kBlockDev:
+      case Kind::kFifo:
         break;
       case Kind::kSymlink:
         a.size = n.target.size();
@@ -675,6 +998,8 @@ struct Tree::Impl {
           a.size = StatusJson().size();
         else if (n.content == Content::kLazy)
           a.size = const_cast<Node&>(n).Rendered()->size();
+        else if (n.content == Content::kLayerFile)
+          a.size = n.data_size;
         break;
     }
     return a;
@@ -716,6 +1041,7 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   Node* p = impl_->Get(parent);
+  impl_->EnsureExpanded(p);
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
   auto it = p->children.find(std::string(name));
   if (it == p->children.end()) return NotFoundError(std::string(name) + ": no such entry");
@@ -732,6 +1058,7 @@ Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
   if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
+  impl_->EnsureExpanded(n);
   std::vector<DirEntry> out;
   out.reserve(n->children.size());
   for (const auto& [name, child] : n->children) {
@@ -751,6 +1078,7 @@ Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
   std::set<std::string> names;
+  for (const auto& [k, v] : n->raw_xattrs) names.insert(k);
   for (const auto& [k, v] : n->xattrs) names.insert(std::string(kXattrPrefix) + k);
   if (n->content == Content::kBlob) names.insert(std::string(kXattrPrefix) + "cached");
   if (!impl_->ErrorOf(*n).empty()) names.insert(std::string(kXattrPrefix) + "error");
@@ -760,6 +1088,9 @@ Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) {
 Result<std::string> Tree::GetXattr(uint64_t ino, std::string_view name) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
+  for (const auto& [k, v] : n->raw_xattrs) {
+    if (k == name) return v;
+  }
   if (name.substr(0, kXattrPrefix.size()) != kXattrPrefix)
     return NotFoundError("no such attribute");
   std::string key(name.substr(kXattrPrefix.size()));
@@ -800,6 +1131,9 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
                                                      : fd.status();
       return std::unique_ptr<OpenFile>(new FdFile(*fd, n->blob->size));
     }
+    case Content::kLayerFile:
+      return std::unique_ptr<OpenFile>(
+          new LayerFile(n->layer, n->data_offset, n->data_size, n->sparse));
     case Content::kNone:
       break;
   }
@@ -821,6 +1155,9 @@ Result<Attr> Tree::Resolve(std::string_view path) {
   return GetAttr(ino);
 }
 
-size_t Tree::NodeCount() const { return impl_->nodes.size(); }
+size_t Tree::NodeCount() const {
+  std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
+  return impl_->nodes.size();
+}
 
 }  // namespace bcfs::tree

@@ -34,7 +34,9 @@
 
 namespace bcfs::tree {
 
-enum class Kind { kDir, kFile, kSymlink };
+// kCharDev, kBlockDev and kFifo exist only inside layers (the tar's own
+// entries); the mount is nodev, so they cannot be used as devices.
+enum class Kind { kDir, kFile, kSymlink, kCharDev, kBlockDev, kFifo };
 
 // How long the kernel may cache an entry and its data (DESIGN.md §1.6).
 enum class CachePolicy {
@@ -51,6 +53,7 @@ struct Attr {
   uint64_t size = 0;
   TimeNs mtime = 0;
   uint32_t uid = 0, gid = 0;
+  uint64_t rdev = 0;  // devices in layers
   CachePolicy cache = CachePolicy::kShort;
 };
 

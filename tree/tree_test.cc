@@ -101,9 +101,9 @@ TEST_F(TreeTest, SourceFolderIsAnOciLayoutWithRefsHistoryAndStatus) {
   EXPECT_EQ(Names(*t, ""), (std::vector<std::string>{".buildcachefs", "cache"}));
   EXPECT_EQ(Names(*t, "cache"),
             (std::vector<std::string>{"blobs", "history", "index.json", "index.json.lock", "ingest",
-                                      "oci-layout", "refs"}));
+                                      "layers", "oci-layout", "refs"}));
   auto src = t->Resolve("cache");
-  EXPECT_EQ(src->nlink, 6u);  // 2 + blobs, history, ingest, refs
+  EXPECT_EQ(src->nlink, 7u);  // 2 + blobs, history, ingest, layers, refs
   EXPECT_EQ(src->mode, 0555u);
   EXPECT_EQ(Names(*t, "cache/refs"), (std::vector<std::string>{"feature%2Fx", "latest"}));
   EXPECT_EQ(Names(*t, "cache/ingest"), std::vector<std::string>{});
@@ -142,11 +142,12 @@ TEST_F(TreeTest, RefFolderServesDocumentsAndLayerLinks) {
     EXPECT_EQ(link->kind, Kind::kSymlink);
     auto target = t->ReadLink(link->ino);
     ASSERT_TRUE(target.ok());
-    EXPECT_EQ(target->substr(0, 24), "../../../blobs/sha256/" + name.substr(4, 2));
-    EXPECT_EQ(target->substr(22, 12), name.substr(4));
-    // The link resolves inside the tree to a blob whose bytes hash to its name.
-    std::string blob = ReadAll(*t, "cache/blobs/sha256/" + target->substr(22));
-    EXPECT_EQ(Digest::Sha256Of(blob).hex(), target->substr(22));
+    EXPECT_EQ(target->substr(0, 25), "../../../layers/sha256/" + name.substr(4, 2));
+    EXPECT_EQ(target->substr(23, 12), name.substr(4));
+    // The link resolves inside the tree to a layer folder; its blob hashes to its name.
+    EXPECT_TRUE(t->Resolve("cache/layers/sha256/" + target->substr(23)).ok());
+    std::string blob = ReadAll(*t, "cache/blobs/sha256/" + target->substr(23));
+    EXPECT_EQ(Digest::Sha256Of(blob).hex(), target->substr(23));
   }
   auto records = nlohmann::json::parse(ReadAll(*t, "cache/refs/latest/records.json"));
   EXPECT_EQ(records.size(), 3u);
@@ -157,7 +158,7 @@ TEST_F(TreeTest, ABlobWhoseBytesDoNotMatchItsDigestIsNeverServed) {
   const std::string hex = t0->ReadLink(t0->Resolve("cache/refs/latest/layers/" +
                                                    Names(*t0, "cache/refs/latest/layers")[2])
                                            ->ino)
-                              ->substr(22);
+                              ->substr(23);
   const std::string path = dir_ + "/cache/blobs/sha256/" + hex;
   std::string bytes = ReadFile(path);
   bytes[bytes.size() / 2] ^= 1;
@@ -182,7 +183,7 @@ TEST_F(TreeTest, VerificationIsRememberedAndSingleFlight) {
   auto t = Build();
   // A layer blob (documents are served from the verified bytes in memory).
   auto link = t->Resolve("cache/refs/latest/layers/" + Names(*t, "cache/refs/latest/layers")[0]);
-  std::vector<std::string> names = {t->ReadLink(link->ino)->substr(22)};
+  std::vector<std::string> names = {t->ReadLink(link->ino)->substr(23)};
   auto a = t->Resolve("cache/blobs/sha256/" + names[0]);
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};

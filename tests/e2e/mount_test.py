@@ -213,10 +213,10 @@ class SourceModel:
         src = {"source": self.source}
 
         def add(rel, kind, size=None, content=None, target=None, xreq=None, xopt=None,
-                mtime=None, blob=False):
+                mtime=None, blob=False, layer=False):
             n[rel] = {"kind": kind, "size": size, "content": content, "target": target,
                       "xreq": dict(xreq or {}), "xopt": dict(xopt or {}), "mtime": mtime,
-                      "blob": blob}
+                      "blob": blob, "layer": layer}
 
         im = self.index_mtime
         add(s, "d", xreq=src, mtime=im)
@@ -228,6 +228,18 @@ class SourceModel:
         add(s + "/blobs/sha256", "d", xreq=src)
         add(s + "/refs", "d", xreq=src, mtime=im)
         add(s + "/history", "d", xreq=src, mtime=im)
+        add(s + "/layers", "d", xreq=src, mtime=im)
+        add(s + "/layers/sha256", "d", xreq=src, mtime=im)
+        # One folder per layer a cache config names; its contents are checked by
+        # layers_test.py (the walk below does not descend into them).
+        for bd in sorted({bd for r in self.refs + self.history for _, bd in r.links}):
+            lx = dict(src, digest=bd)
+            xopt = {"error": None}
+            if self.media.get(bd):
+                lx["mediatype"] = self.media[bd]
+            else:
+                xopt["mediatype"] = None
+            add(s + "/layers/sha256/" + bd.split(":")[1], "d", xreq=lx, xopt=xopt, layer=True)
         bdir = os.path.join(self.root, "blobs", "sha256")
         for h in self.files:
             d = "sha256:" + h
@@ -270,7 +282,7 @@ class SourceModel:
             add(base + "/records.json", "f", xreq=rx, mtime=r.mtime)
             add(base + "/layers", "d", xreq=rx)
             for lname, bd in r.links:
-                target = "../../../blobs/sha256/" + bd.split(":")[1]
+                target = "../../../layers/sha256/" + bd.split(":")[1]
                 # No xattrs on symlinks: Linux refuses user.* there (TREE.md).
                 add(base + "/layers/" + lname, "l", len(target), target=target, xreq={})
         return n
@@ -563,6 +575,9 @@ class Base(unittest.TestCase):
                 raise e
             for dirpath, dirnames, filenames in os.walk(src, followlinks=False, onerror=boom):
                 rel = os.path.relpath(dirpath, mnt)
+                if nodes.get(rel, {}).get("layer"):
+                    dirnames[:] = []  # layer contents: layers_test.py
+                    continue
                 got |= {rel + "/" + n for n in dirnames + filenames}
             want = set(nodes)
             self.assertEqual(sorted(got - want), [], "paths the mount shows but should not")
@@ -582,7 +597,8 @@ class Base(unittest.TestCase):
                     bad.append("%s: mode %o, want %o" % (rel, st.st_mode, modes[spec["kind"]]))
                 if (st.st_uid, st.st_gid) != (0, 0):
                     bad.append("%s: owner %d:%d" % (rel, st.st_uid, st.st_gid))
-                if st.st_nlink != spec["nlink"]:
+                # A layer folder counts its subdirectories once indexed (1 before).
+                if not spec.get("layer") and st.st_nlink != spec["nlink"]:
                     bad.append("%s: nlink %d, want %d" % (rel, st.st_nlink, spec["nlink"]))
                 if spec["size"] is not None and st.st_size != spec["size"]:
                     bad.append("%s: size %d, want %d" % (rel, st.st_size, spec["size"]))
@@ -781,9 +797,10 @@ class History(Base):
                              ["cache-config.json", "layers", "manifest.json", "records.json"])
             for link in os.listdir(os.path.join(folder, "layers")):
                 target = os.readlink(os.path.join(folder, "layers", link))
-                self.assertTrue(target.startswith("../../../blobs/sha256/"), target)
-                data = read_all(os.path.join(folder, "layers", link))
-                self.assertEqual(sha256(data), "sha256:" + target.rsplit("/", 1)[1])
+                self.assertTrue(target.startswith("../../../layers/sha256/"), target)
+                blob = os.path.join(src, "blobs", "sha256", target.rsplit("/", 1)[1])
+                self.assertEqual(sha256(read_all(blob)), "sha256:" + target.rsplit("/", 1)[1])
+                self.assertTrue(os.path.isdir(os.path.join(folder, "layers", link)))
         self.assertEqual(os.listdir(os.path.join(src, "refs")), ["latest"])
         self.assertEqual(os.getxattr(os.path.join(src, "refs", "latest"), X + "digest").decode(),
                          sorted(now)[0])
@@ -1015,8 +1032,10 @@ class BadInput(Base):
         link = [l for l in os.listdir(os.path.join(mnt, "local-max-gzip", "refs", "latest", "layers"))
                 if l.endswith("-" + digest.split(":")[1][:12])]
         self.assertEqual(len(link), 1)
-        self.assertEqual(read_errno(os.path.join(mnt, "local-max-gzip", "refs", "latest",
-                                                 "layers", link[0])), errno.EIO)
+        # The link leads to the layer folder, which stays empty and says why.
+        layer_dir = os.path.join(mnt, "local-max-gzip", "refs", "latest", "layers", link[0])
+        self.assertEqual(os.listdir(layer_dir), [])
+        self.assertIn("does not match its digest", os.getxattr(layer_dir, X + "error").decode())
         self.check_other_blobs_read(mnt, "local-max-gzip", root, skip={digest.split(":")[1]})
         self.check_ref_documents(mnt, "local-max-gzip", root)
         # The reason is in the log as well; read it once the daemon has exited.
@@ -1089,7 +1108,9 @@ class BadInput(Base):
         for l in links[:10]:
             p = os.path.join(ref, "layers", l)
             target = os.readlink(p)
-            self.assertEqual(sha256(read_all(p)), "sha256:" + target.rsplit("/", 1)[1])
+            blob = os.path.join(src, "blobs", "sha256", target.rsplit("/", 1)[1])
+            self.assertEqual(sha256(read_all(blob)), "sha256:" + target.rsplit("/", 1)[1])
+            self.assertTrue(os.path.isdir(p), p)
         self.check_other_blobs_read(mnt, "local-max-gzip", root)
         # The manifest the rewrite replaced is history now.
         self.assertEqual(os.listdir(os.path.join(src, "history")), [old_manifest.split(":")[1]])
@@ -1099,8 +1120,11 @@ class BadInput(Base):
             ghost_path = os.path.join(src, "blobs", "sha256", ghost.split(":")[1])
             self.assertIn(ghost.split(":")[1], os.listdir(os.path.join(src, "blobs", "sha256")))
             self.assertEqual(read_errno(ghost_path), errno.EIO)
-            self.assertEqual(read_errno(os.path.join(ref, "layers", links[10])), errno.EIO)
             self.assertIn("missing", os.getxattr(ghost_path, X + "error").decode())
+            # Its layer folder is empty and says why.
+            ghost_layer = os.path.join(ref, "layers", links[10])
+            self.assertEqual(os.listdir(ghost_layer), [])
+            self.assertIn("missing", os.getxattr(ghost_layer, X + "error").decode())
 
     def test_a_layer_blob_missing_from_blobs_is_listed_and_reads_give_eio(self):
         root = self.fixture("local-max-zstd")
