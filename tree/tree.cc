@@ -980,7 +980,10 @@ struct Tree::Impl {
         a.nlink = 2 + n.subdirs;
         // An unindexed layer folder does not know its subdirectories yet: 1
         // tells find(1) not to trust the count (as btrfs and others do).
-        if (n.layer && !n.layer->expanded.load(std::memory_order_acquire)) a.nlink = 1;
+        if (n.layer && !n.layer->expanded.load(std::memory_order_acquire)) {
+          a.nlink = 1;
+          a.cache = CachePolicy::kDirect;  // not cached: the real count comes once indexed
+        }
         break;
       case Kind::kCharDev:
       case Kind::kBlockDev:
