@@ -104,7 +104,11 @@ class Node {
   uint64_t rdev = 0;
   uint64_t links = 1;  // names of a file (hard links share the node)
   std::vector<std::pair<std::string, std::string>> raw_xattrs;  // full names, from the tar
-  std::shared_ptr<LayerState> layer;        // layer folders, and files in layers (kLayerFile)
+  std::shared_ptr<LayerState> layer;  // layer folders, and files in layers (kLayerFile)
+  // Snapshot folders: the layer folders of the chain, bottom first; merged on first use.
+  std::vector<Node*> chain;
+  std::once_flag merged;
+  std::atomic<bool> merged_done{false};
   uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
   std::vector<formats::TarSparseChunk> sparse;
   // kLazy: rendered on first use (records.json of a ref with long chains can
@@ -366,7 +370,8 @@ struct Tree::Impl {
   // Adds refs/<ref>/ or history/<hex>/ for one ref.
   void AddRefDir(Node* parent, const std::string& name, const catalog::RefInfo& ref,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
-                 TimeNs blob_mtime_default, backends::Backend& backend) {
+                 TimeNs blob_mtime_default, backends::Backend& backend,
+                 const std::map<Digest, Node*>& layer_dirs) {
     TimeNs mtime = ref.modified ? ref.modified : blob_mtime_default;
     CachePolicy policy = ref.history ? CachePolicy::kImmutable : CachePolicy::kShort;
     Node* dir = Add(parent, name, Kind::kDir, mtime, policy);
@@ -419,6 +424,42 @@ struct Tree::Impl {
       r->content = Content::kLazy;
       r->render = [&ref] { return RecordsJson(ref); };  // sources outlive the nodes
       r->xattrs = x;
+    }
+    // snapshots/<chainid12>/: the merged filesystem of every chain that is a
+    // record result, keyed by its OCI ChainID (one blob can head several).
+    Node* snapshots = Add(dir, "snapshots", Kind::kDir, mtime, policy);
+    snapshots->xattrs = x;
+    std::vector<int64_t> parents;
+    for (const auto& l : ref.layers) parents.push_back(l.parent);
+    for (const auto& rec : ref.records) {
+      for (const auto& res : rec.results) {
+        std::vector<int64_t> chain = res.Layers(parents);
+        if (chain.empty()) continue;
+        Digest chain_id;
+        std::string blobs_text;
+        std::vector<Node*> folders;
+        bool usable = true;
+        for (int64_t pos : chain) {
+          const catalog::LayerInfo& l = ref.layers[pos];
+          auto folder = layer_dirs.find(l.blob);
+          if (l.diff_id.empty() || folder == layer_dirs.end()) {
+            usable = false;
+            break;
+          }
+          chain_id = chain_id.empty()
+                         ? l.diff_id
+                         : Digest::Sha256Of(chain_id.ToString() + " " + l.diff_id.ToString());
+          blobs_text += (blobs_text.empty() ? "" : ",") + l.blob.ToString();
+          folders.push_back(folder->second);
+        }
+        if (!usable || snapshots->children.count(chain_id.ShortHex())) continue;
+        Node* snap =
+            Add(snapshots, chain_id.ShortHex(), Kind::kDir, mtime, CachePolicy::kImmutable);
+        snap->xattrs = x;
+        snap->xattrs["digest"] = chain_id.ToString();
+        snap->xattrs["chain"] = blobs_text;
+        snap->chain = std::move(folders);
+      }
     }
     Node* layers = Add(dir, "layers", Kind::kDir, mtime, policy);
     layers->xattrs = x;
@@ -571,6 +612,7 @@ struct Tree::Impl {
     Node* layers_top = Add(src, "layers", Kind::kDir, smtime, CachePolicy::kShort);
     layers_top->xattrs = sx;
     std::map<std::string, Node*> layer_alg_dirs;
+    std::map<Digest, Node*> layer_dirs;
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
         for (const auto& l : r.layers) {
@@ -586,6 +628,7 @@ struct Tree::Impl {
           ld->xattrs = sx;
           ld->xattrs["digest"] = l.blob.ToString();
           if (!l.media_type.empty()) ld->xattrs["mediatype"] = l.media_type;
+          layer_dirs[l.blob] = ld;
           ld->layer = std::make_shared<LayerState>();
           ld->layer->blob = blobs[l.blob];
           ld->layer->mtime = blob_mtimes[l.blob];
@@ -599,12 +642,12 @@ struct Tree::Impl {
     Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
     refs->xattrs = sx;
     for (const auto& r : info.refs) {
-      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, *in.backend);
+      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, *in.backend, layer_dirs);
     }
     Node* history = Add(src, "history", Kind::kDir, smtime, CachePolicy::kShort);
     history->xattrs = sx;
     for (const auto& r : info.history) {
-      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, *in.backend);
+      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, *in.backend, layer_dirs);
     }
   }
 
@@ -851,6 +894,78 @@ struct Tree::Impl {
     return OkStatus();
   }
 
+  // Merges a snapshot folder on first use: every layer of its chain is indexed
+  // first, then merged bottom to top with overlay rules (a `.wh.<name>` or
+  // `.wh..wh..opq` hides only what lower layers put there, whatever the tar
+  // order). Files, symlinks and devices are the layers' own nodes; merged
+  // directories are new nodes.
+  void EnsureMerged(Node* snap) {
+    if (snap == nullptr || snap->chain.empty()) return;
+    std::call_once(snap->merged, [&] {
+      std::string errors;
+      for (Node* layer_dir : snap->chain) {
+        EnsureExpanded(layer_dir);
+        if (!layer_dir->layer->error.empty() && layer_dir->children.empty()) {
+          errors += (errors.empty() ? "" : "; ") + layer_dir->layer->error;
+        }
+      }
+      std::unique_lock<std::shared_mutex> lock(nodes_mu);
+      for (Node* layer_dir : snap->chain) MergeDir(snap, layer_dir);
+      if (!errors.empty()) snap->xattrs["error"] = errors;
+      snap->merged_done.store(true, std::memory_order_release);
+    });
+  }
+
+  // Under the exclusive nodes lock: overlays `upper` (a directory of one layer)
+  // onto `merged`.
+  void MergeDir(Node* merged, Node* upper) {
+    auto remove = [&](const std::string& name) {
+      auto it = merged->children.find(name);
+      if (it == merged->children.end()) return;
+      Node* old = GetLocked(it->second);
+      if (old != nullptr && old->kind == Kind::kDir) --merged->subdirs;
+      merged->children.erase(it);
+    };
+    // Whiteouts first: they hide lower entries, not this layer's own.
+    for (const auto& [name, ino] : upper->children) {
+      if (name == ".wh..wh..opq") {
+        merged->children.clear();
+        merged->subdirs = 0;
+      } else if (name.rfind(".wh.", 0) == 0) {
+        remove(name.substr(4));
+      }
+    }
+    for (const auto& [name, ino] : upper->children) {
+      if (name.rfind(".wh.", 0) == 0) continue;
+      Node* src = GetLocked(ino);
+      if (src == nullptr) continue;
+      if (src->kind != Kind::kDir) {
+        remove(name);
+        merged->children[name] = ino;
+        continue;
+      }
+      Node* dst = nullptr;
+      if (auto it = merged->children.find(name); it != merged->children.end()) {
+        Node* existing = GetLocked(it->second);
+        // Only a directory this snapshot made can take more entries.
+        if (existing != nullptr && existing->kind == Kind::kDir &&
+            existing->parent == merged->ino && existing->layer == nullptr &&
+            existing->content == Content::kNone && existing->chain.empty()) {
+          dst = existing;
+        } else {
+          remove(name);
+        }
+      }
+      if (dst == nullptr) dst = Add(merged, name, Kind::kDir, src->mtime, CachePolicy::kImmutable);
+      dst->mode = src->mode;
+      dst->uid = src->uid;
+      dst->gid = src->gid;
+      dst->mtime = src->mtime;
+      dst->raw_xattrs = src->raw_xattrs;
+      MergeDir(dst, src);
+    }
+  }
+
   // Under the exclusive nodes lock.
   void InsertLayerEntries(Node* root, const std::vector<formats::TarEntry>& entries,
                           std::vector<std::string>* warnings) {
@@ -980,7 +1095,8 @@ struct Tree::Impl {
         a.nlink = 2 + n.subdirs;
         // An unindexed layer folder does not know its subdirectories yet: 1
         // tells find(1) not to trust the count (as btrfs and others do).
-        if (n.layer && !n.layer->expanded.load(std::memory_order_acquire)) {
+        if ((n.layer && !n.layer->expanded.load(std::memory_order_acquire)) ||
+            (!n.chain.empty() && !n.merged_done.load(std::memory_order_acquire))) {
           a.nlink = 1;
           a.cache = CachePolicy::kDirect;  // not cached: the real count comes once indexed
         }
@@ -1045,6 +1161,7 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   Node* p = impl_->Get(parent);
   impl_->EnsureExpanded(p);
+  impl_->EnsureMerged(p);
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
   auto it = p->children.find(std::string(name));
   if (it == p->children.end()) return NotFoundError(std::string(name) + ": no such entry");
@@ -1062,6 +1179,7 @@ Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
   if (n == nullptr) return NotFoundError("no such inode");
   if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
   impl_->EnsureExpanded(n);
+  impl_->EnsureMerged(n);
   std::vector<DirEntry> out;
   out.reserve(n->children.size());
   for (const auto& [name, child] : n->children) {

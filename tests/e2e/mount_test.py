@@ -154,6 +154,23 @@ class RefModel:
             self.config_mtime = os.stat(blob_path(root, cfg["digest"])).st_mtime_ns
         self.record_count = len(records)
         self.records = expected_records(self.config_layers, records)
+        # diffIDs by config layer position, for the snapshot folders' ChainIDs.
+        if self.shape == "inline":
+            diff_ids = image["rootfs"]["diff_ids"]
+        else:
+            by_blob = {d["digest"]: (d.get("annotations") or {}).get(
+                "containerd.io/uncompressed", "") for d in layer_descs}
+            diff_ids = [by_blob.get(l["blob"], "") for l in self.config_layers]
+        self.snapshots = {}  # chainid12 -> full ChainID
+        for rec in self.records:
+            for res in rec["results"]:
+                ids = [diff_ids[p] for p in res["layers"]]
+                if not ids or not all(ids):
+                    continue
+                chain = ids[0]
+                for d in ids[1:]:
+                    chain = "sha256:" + hashlib.sha256((chain + " " + d).encode()).hexdigest()
+                self.snapshots[chain.split(":")[1][:12]] = (chain, ",".join(res["blobs"]))
         width = max(3, len(str(len(self.config_layers) - 1)))
         self.links = []  # (name, blob digest)
         for i, l in enumerate(self.config_layers):
@@ -280,6 +297,11 @@ class SourceModel:
                 add(base + "/inline-records.json", "f", len(r.inline_records_bytes),
                     r.inline_records_bytes, xreq=dict(rx, synthesized="1"))
             add(base + "/records.json", "f", xreq=rx, mtime=r.mtime)
+            add(base + "/snapshots", "d", xreq=rx)
+            for short, (chain, blobs) in sorted(r.snapshots.items()):
+                # Contents: snapshots_test.py (the walk does not descend into them).
+                add(base + "/snapshots/" + short, "d", xreq=dict(rx, digest=chain, chain=blobs),
+                    xopt={"error": None}, layer=True)
             add(base + "/layers", "d", xreq=rx)
             for lname, bd in r.links:
                 target = "../../../layers/sha256/" + bd.split(":")[1]
@@ -794,7 +816,8 @@ class History(Base):
             self.assertEqual(os.getxattr(folder, X + "digest").decode(), "sha256:" + h)
             self.assertEqual(os.getxattr(folder, X + "ref").decode(), "@" + h[:12])
             self.assertEqual(sorted(os.listdir(folder)),
-                             ["cache-config.json", "layers", "manifest.json", "records.json"])
+                             ["cache-config.json", "layers", "manifest.json", "records.json",
+                              "snapshots"])
             for link in os.listdir(os.path.join(folder, "layers")):
                 target = os.readlink(os.path.join(folder, "layers", link))
                 self.assertTrue(target.startswith("../../../layers/sha256/"), target)
