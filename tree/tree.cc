@@ -106,6 +106,7 @@ class Node {
   std::vector<std::pair<std::string, std::string>> raw_xattrs;  // full names, from the tar
   std::shared_ptr<LayerState> layer;  // layer folders, and files in layers (kLayerFile)
   // Snapshot folders: the layer folders of the chain, bottom first; merged on first use.
+  bool implied = false;  // a directory a layer's tar implies without listing it
   std::vector<Node*> chain;
   std::once_flag merged;
   std::atomic<bool> merged_done{false};
@@ -956,12 +957,17 @@ struct Tree::Impl {
           remove(name);
         }
       }
-      if (dst == nullptr) dst = Add(merged, name, Kind::kDir, src->mtime, CachePolicy::kImmutable);
-      dst->mode = src->mode;
-      dst->uid = src->uid;
-      dst->gid = src->gid;
-      dst->mtime = src->mtime;
-      dst->raw_xattrs = src->raw_xattrs;
+      const bool fresh = dst == nullptr;
+      if (fresh) dst = Add(merged, name, Kind::kDir, src->mtime, CachePolicy::kImmutable);
+      // A directory the upper tar only implies keeps the lower one's metadata
+      // (as containerd's apply does); a listed one brings its own.
+      if (fresh || !src->implied) {
+        dst->mode = src->mode;
+        dst->uid = src->uid;
+        dst->gid = src->gid;
+        dst->mtime = src->mtime;
+        dst->raw_xattrs = src->raw_xattrs;
+      }
       MergeDir(dst, src);
     }
   }
@@ -1013,6 +1019,7 @@ struct Tree::Impl {
           // A directory the tar implies without listing it.
           next = Add(dir, part, Kind::kDir, layer->mtime, CachePolicy::kImmutable);
           next->mode = 0755;
+          next->implied = true;
         }
         dir = next;
         pos = slash + 1;
@@ -1060,6 +1067,7 @@ struct Tree::Impl {
         unlink(dir, name);
         n = Add(dir, name, kind, 0, CachePolicy::kImmutable);
       }
+      n->implied = false;
       n->mode = e.mode & 07777;
       n->uid = e.uid;
       n->gid = e.gid;
