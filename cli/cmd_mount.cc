@@ -206,8 +206,12 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
     });
     break;
   }
+  const std::string derived = paths::DerivedDir(plan.state_dir);
+  if (::mkdir(derived.c_str(), 0700) != 0 && errno != EEXIST) {
+    LOG_WARNING("derived copies disabled: mkdir " << derived << ": " << std::strerror(errno));
+  }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
-                        tree::Tree::Build(std::move(inputs), idx.get(), content.get()));
+                        tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived));
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
   Status st = fs::ServeMount(*tree, plan.mount, [&] {

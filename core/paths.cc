@@ -20,3 +20,9 @@ std::string IndexDb(const std::string& state_dir) { return state_dir + "/index.d
 std::string StoreDir(const std::string& state_dir) { return state_dir + "/store"; }
 
 }  // namespace bcfs::paths
+
+namespace bcfs::paths {
+
+std::string DerivedDir(const std::string& state_dir) { return state_dir + "/derived"; }
+
+}  // namespace bcfs::paths

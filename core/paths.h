@@ -15,5 +15,7 @@ std::string DefaultStateDir();
 std::string IndexDb(const std::string& state_dir);
 // The local content store (fetched blobs) inside a state dir.
 std::string StoreDir(const std::string& state_dir);
+// Derived content (uncompressed copies of layers) inside a state dir.
+std::string DerivedDir(const std::string& state_dir);
 
 }  // namespace bcfs::paths

@@ -1,5 +1,6 @@
 #include "tree/tree.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -7,7 +8,9 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
+#include <list>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <shared_mutex>
@@ -72,12 +75,23 @@ struct LayerState {
   std::mutex mu;  // serializes the indexing of this layer
   std::atomic<bool> expanded{false};
   // Set once under `mu` before `expanded`; read-only afterwards.
-  int fd = -1;  // the verified blob, kept open while the tree lives
+  int fd = -1;          // the verified blob, kept open while the tree lives
+  int derived_fd = -1;  // the uncompressed tar stream, when a derived copy was made
   formats::Compression compression = formats::Compression::kUncompressed;
   formats::SeekIndex index;
   std::string error;  // why it could not be indexed, or which entries were skipped
+
+  // Recently decompressed spans (between two seek points), most recent first:
+  // reading many small files in tar order would otherwise inflate the same
+  // span once per file.
+  static constexpr size_t kCachedSpans = 8;
+  static constexpr uint64_t kMaxCachedSpan = 16u << 20;
+  std::mutex cache_mu;
+  std::list<std::pair<size_t, std::shared_ptr<const std::string>>> spans;  // GUARDED_BY(cache_mu)
+
   ~LayerState() {
     if (fd >= 0) ::close(fd);
+    if (derived_fd >= 0) ::close(derived_fd);
   }
 };
 
@@ -173,6 +187,12 @@ class LayerFile : public OpenFile {
     ReadSpan span;
     if (offset >= size_) return span;
     const size_t len = static_cast<size_t>(std::min<uint64_t>(size, size_ - offset));
+    if (sparse_.empty() && layer_->derived_fd >= 0) {
+      span.fd = layer_->derived_fd;
+      span.fd_offset = offset_ + offset;
+      span.length = len;
+      return span;
+    }
     if (sparse_.empty() && layer_->compression == formats::Compression::kUncompressed) {
       span.fd = layer_->fd;
       span.fd_offset = offset_ + offset;
@@ -198,9 +218,56 @@ class LayerFile : public OpenFile {
 
  private:
   Status StreamRead(uint64_t at, std::span<char> out) {
+    if (layer_->derived_fd >= 0) {
+      FdSource derived(layer_->derived_fd, layer_->index.uncompressed_size);
+      return derived.ReadAt(at, out);
+    }
     FdSource src(layer_->fd, layer_->blob->size);
     if (layer_->compression == formats::Compression::kUncompressed) return src.ReadAt(at, out);
-    return formats::ReadUncompressed(src, layer_->index, at, out);
+    const auto& points = layer_->index.points;
+    size_t done = 0;
+    while (done < out.size()) {
+      const uint64_t pos = at + done;
+      // The span holding pos: from the last seek point at or before it to the next.
+      auto it = std::upper_bound(
+          points.begin(), points.end(), pos,
+          [](uint64_t v, const formats::SeekPoint& p) { return v < p.out_offset; });
+      if (it == points.begin()) {
+        return formats::ReadUncompressed(src, layer_->index, pos, out.subspan(done));
+      }
+      const size_t idx = static_cast<size_t>(it - points.begin()) - 1;
+      const uint64_t start = points[idx].out_offset;
+      const uint64_t end = it == points.end() ? layer_->index.uncompressed_size : it->out_offset;
+      if (end <= pos || end - start > LayerState::kMaxCachedSpan) {
+        return formats::ReadUncompressed(src, layer_->index, pos, out.subspan(done));
+      }
+      BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> span, Span(src, idx, start, end));
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size() - done, end - pos));
+      std::memcpy(out.data() + done, span->data() + (pos - start), n);
+      done += n;
+    }
+    return OkStatus();
+  }
+
+  Result<std::shared_ptr<const std::string>> Span(FdSource& src, size_t idx, uint64_t start,
+                                                  uint64_t end) {
+    {
+      std::lock_guard<std::mutex> lock(layer_->cache_mu);
+      for (auto it = layer_->spans.begin(); it != layer_->spans.end(); ++it) {
+        if (it->first == idx) {
+          layer_->spans.splice(layer_->spans.begin(), layer_->spans, it);
+          return layer_->spans.front().second;
+        }
+      }
+    }
+    std::string bytes(static_cast<size_t>(end - start), '\0');
+    BCFS_RETURN_IF_ERROR(
+        formats::ReadUncompressed(src, layer_->index, start, std::span<char>(bytes)));
+    auto span = std::make_shared<const std::string>(std::move(bytes));
+    std::lock_guard<std::mutex> lock(layer_->cache_mu);
+    layer_->spans.emplace_front(idx, span);
+    if (layer_->spans.size() > LayerState::kCachedSpans) layer_->spans.pop_back();
+    return span;
   }
 
   std::shared_ptr<LayerState> layer_;
@@ -300,6 +367,7 @@ struct Tree::Impl {
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes;  // GUARDED_BY(nodes_mu)
   index::Index* index = nullptr;
   store::ContentStore* store = nullptr;
+  std::string derived_dir;
   TimeNs mount_time = 0;
 
   std::mutex index_mu;  // guards *index (one thread at a time)
@@ -884,11 +952,44 @@ struct Tree::Impl {
     // ends before the appended TOC, so it is indexed as gzip.
     layer.compression = c == formats::Compression::kEstargz ? formats::Compression::kGzip : c;
     formats::TarIndexer tar(doc);
+    // A compressed layer is written out uncompressed while it is indexed (the
+    // same pass), so later reads are plain preads or splices instead of
+    // inflating a span per small file. Without room, reads use seek points.
+    int derived = -1;
+    if (layer.compression != formats::Compression::kUncompressed && !derived_dir.empty()) {
+      derived = ::open(derived_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (derived < 0)
+        LOG_WARNING("derived copy in " << derived_dir << ": " << std::strerror(errno));
+    }
+    uint64_t written = 0;
     auto index = formats::BuildSeekIndex(src, layer.compression, doc, [&](std::string_view chunk) {
+      if (derived >= 0) {
+        size_t off = 0;
+        while (off < chunk.size()) {
+          ssize_t n = ::pwrite(derived, chunk.data() + off, chunk.size() - off,
+                               static_cast<off_t>(written + off));
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) {
+            LOG_WARNING(doc << ": no derived copy (" << std::strerror(errno) << ")");
+            ::close(derived);
+            derived = -1;
+            break;
+          }
+          off += static_cast<size_t>(n);
+        }
+        written += chunk.size();
+      }
       return tar.done() ? OkStatus() : tar.Feed(chunk);
     });
-    if (!index.ok()) return index.status();
+    if (!index.ok()) {
+      if (derived >= 0) ::close(derived);
+      return index.status();
+    }
+    layer.derived_fd = derived;
     layer.index = std::move(*index);
+    LOG_DEBUG(doc << ": " << formats::CompressionName(layer.compression) << ", "
+                  << layer.index.uncompressed_size << " bytes, " << layer.index.points.size()
+                  << " seek points");
     BCFS_RETURN_IF_ERROR(tar.Finish());
     *entries = tar.TakeEntries();
     *warnings = tar.warnings();
@@ -1137,12 +1238,13 @@ Tree::Tree() : impl_(std::make_unique<Impl>()) {}
 Tree::~Tree() = default;
 
 Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, index::Index* index,
-                                          store::ContentStore* store) {
+                                          store::ContentStore* store, std::string derived_dir) {
   std::unique_ptr<Tree> t(new Tree());
   Impl& im = *t->impl_;
   im.sources = std::move(sources);
   im.index = index;
   im.store = store;
+  im.derived_dir = std::move(derived_dir);
   im.mount_time = Now();
   auto root = std::make_unique<Node>();
   root->ino = kRootIno;

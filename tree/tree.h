@@ -95,8 +95,12 @@ class Tree {
   // Builds the tree of all sources. `index` (may be null) keeps the
   // verification memo of local blobs; `store` (may be null: remote blobs are
   // then unreadable) fetches and keeps remote blobs. Both must outlive the tree.
+  // `derived_dir` (may be empty) holds the uncompressed copies of compressed
+  // layers made while indexing them (unnamed O_TMPFILE files that vanish with
+  // the mount), so reads in layers are served like uncompressed ones.
   static Result<std::unique_ptr<Tree>> Build(std::vector<SourceInput> sources, index::Index* index,
-                                             store::ContentStore* store = nullptr);
+                                             store::ContentStore* store = nullptr,
+                                             std::string derived_dir = "");
   ~Tree();
 
   // kNotFound when parent has no child `name` (or is not a directory).
