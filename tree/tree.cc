@@ -962,7 +962,15 @@ struct Tree::Impl {
         LOG_WARNING("derived copy in " << derived_dir << ": " << std::strerror(errno));
     }
     uint64_t written = 0;
+    // A compression bomb must not fill the disk: past 64x the blob (plus
+    // 64 MiB) the copy is dropped and reads fall back to seek points.
+    const uint64_t derived_cap = layer.blob->size * 64 + (64u << 20);
     auto index = formats::BuildSeekIndex(src, layer.compression, doc, [&](std::string_view chunk) {
+      if (derived >= 0 && written + chunk.size() > derived_cap) {
+        LOG_WARNING(doc << ": no derived copy: it would exceed " << derived_cap << " bytes");
+        ::close(derived);
+        derived = -1;
+      }
       if (derived >= 0) {
         size_t off = 0;
         while (off < chunk.size()) {
