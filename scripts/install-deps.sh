@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config python3 clang-format-14
   libfuse3-dev fuse3 libssl-dev libzstd-dev zstd libcurl4-openssl-dev libsqlite3-dev
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libarchive-dev
-  libgtest-dev libgmock-dev bc openssl curl
+  libgtest-dev libgmock-dev bc openssl curl clang-16 libclang-rt-16-dev
   docker-registry apache2-utils
 )
 

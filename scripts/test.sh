@@ -30,6 +30,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" "$@"
 echo "tests: $(( $(date +%s) - t )) s"
 
+stage "fuzzers (clang-16, fixed seed, bounded)"
+t=$(date +%s)
+bash scripts/fuzz.sh 15
+echo "fuzz: $(( $(date +%s) - t )) s"
+
 stage "clang-format"
 if ! git ls-files '*.cc' '*.h' | xargs clang-format-14 --dry-run --Werror; then
   echo "test.sh: clang-format-14 differences (run: git ls-files '*.cc' '*.h' | xargs clang-format-14 -i)"
