@@ -29,9 +29,12 @@ trap 'fusermount3 -u "$mnt" 2>/dev/null || true' EXIT
 run "$bin" mount --state-dir "$work/state" "type=local,src=$cache" "$mnt"
 run ls -la "$mnt/cache" "$mnt/cache/refs/feature%2Fx" "$mnt/cache/refs/feature%2Fx/layers"
 run cat "$mnt/cache/index.json"; echo
-blob=$(readlink "$mnt/cache/refs/latest/layers/"000-*)
-echo; echo "\$ sha256sum $mnt/cache/refs/latest/layers/000-*   (the digest is its name)"
-(cd "$mnt/cache/refs/latest/layers" && sha256sum 000-* && echo "    target: $blob")
+link=$(ls "$mnt/cache/refs/latest/layers/" | head -n 1)
+hex=$(basename "$(readlink "$mnt/cache/refs/latest/layers/$link")")
+echo; echo "\$ sha256sum $mnt/cache/blobs/sha256/$hex   (a blob's digest is its name)"
+sha256sum "$mnt/cache/blobs/sha256/$hex"
+run ls -lR "$mnt/cache/refs/latest/layers/$link/"
+run ls "$mnt/cache/refs/latest/snapshots/"
 run python3 -c "import os,sys; p=sys.argv[1]; [print(n, '=', os.getxattr(p, n).decode()) for n in os.listxattr(p)]" \
   "$mnt/cache/refs/feature%2Fx"
 run touch "$mnt/cache/new-file" || echo "(read-only, as it should be)"
