@@ -1003,23 +1003,7 @@ class LayerInodes(Base):
 
 
 def setUpModule():
-    root = os.geteuid() == 0
-    if not root and not mt.in_ci():
-        raise unittest.SkipTest("layer mount tests need root (real FUSE mounts); run as root, "
-                                "as CI does")
-    missing = []
-    if not root:
-        missing.append("not running as root")
-    if not os.path.exists("/dev/fuse"):
-        missing.append("/dev/fuse is absent")
-    for tool in ("fusermount3", "mount", "umount", "zstd", "ls", "find"):
-        if shutil.which(tool) is None:
-            missing.append(tool + " is not on PATH (scripts/install-deps.sh)")
-    for path in (ARGS.bin, ARGS.gen):
-        if not os.access(path, os.X_OK):
-            missing.append(path + " is not executable")
-    if missing:
-        raise RuntimeError("layer tests cannot run: " + "; ".join(missing))
+    mt.check_prerequisites("layer tests", ARGS, ("zstd", "ls", "find"))
     mt.ARGS = ARGS  # mount_test's helpers read their own module's ARGS
 
 

@@ -1308,24 +1308,33 @@ class Inodes(Base):
 # ---------------------------------------------------------------------------
 
 
-def setUpModule():
+def check_prerequisites(what, args, tools, extra_missing=(), skip_outside_ci=False):
+    """The start of every mounting test module: outside CI a non-root run skips;
+    otherwise every prerequisite must be there, or the module fails (in CI a
+    skipped end-to-end test would hide a broken machine)."""
     root = os.geteuid() == 0
     if not root and not in_ci():
-        raise unittest.SkipTest("mount tests need root (real FUSE mounts); run as root, "
-                                "as CI does")
+        raise unittest.SkipTest("%s need root (real FUSE mounts); run as root, as CI does" % what)
     missing = []
     if not root:
         missing.append("not running as root")
     if not os.path.exists("/dev/fuse"):
         missing.append("/dev/fuse is absent")
-    for tool in ("fusermount3", "mount", "umount", "cat"):
+    for tool in ("fusermount3", "mount", "umount") + tuple(tools):
         if shutil.which(tool) is None:
-            missing.append(tool + " is not on PATH")
-    for path in (ARGS.bin, ARGS.gen):
+            missing.append(tool + " is not on PATH (scripts/install-deps.sh)")
+    for path in (args.bin, args.gen):
         if not os.access(path, os.X_OK):
             missing.append(path + " is not executable")
+    missing += list(extra_missing)
     if missing:
-        raise RuntimeError("mount tests cannot run: " + "; ".join(missing))
+        if skip_outside_ci and not in_ci():
+            raise unittest.SkipTest("; ".join(missing))
+        raise RuntimeError("%s cannot run: %s" % (what, "; ".join(missing)))
+
+
+def setUpModule():
+    check_prerequisites("mount tests", ARGS, ("cat",))
 
 
 if __name__ == "__main__":

@@ -930,30 +930,13 @@ class LsAllTags(Base):
 
 
 def setUpModule():
-    root = os.geteuid() == 0
-    if not root and not mt.in_ci():
-        raise unittest.SkipTest("registry mount tests need root (real FUSE mounts); run as "
-                                "root, as CI does")
-    missing = []
-    if not root:
-        missing.append("not running as root")
-    if not os.path.exists("/dev/fuse"):
-        missing.append("/dev/fuse is absent")
-    for tool in ("fusermount3", "mount", "umount", "docker-registry", "htpasswd", "openssl",
-                 "env"):
-        if shutil.which(tool) is None:
-            missing.append(tool + " is not on PATH (scripts/install-deps.sh)")
-    for path in (ARGS.bin, ARGS.gen):
-        if not os.access(path, os.X_OK):
-            missing.append(path + " is not executable")
     fixtures = os.path.join(ARGS.shared, "fixtures", "buildkit")
-    for name in ("registry-max", "inline"):
-        if not os.path.isdir(os.path.join(fixtures, name)):
-            missing.append("fixture %s is absent (--shared %s)" % (name, ARGS.shared))
-    if missing:
-        if mt.in_ci():
-            raise RuntimeError("registry tests cannot run: " + "; ".join(missing))
-        raise unittest.SkipTest("; ".join(missing))
+    absent = ["fixture %s is absent (--shared %s)" % (name, ARGS.shared)
+              for name in ("registry-max", "inline")
+              if not os.path.isdir(os.path.join(fixtures, name))]
+    mt.check_prerequisites("registry tests", ARGS,
+                           ("docker-registry", "htpasswd", "openssl", "env"),
+                           extra_missing=absent, skip_outside_ci=True)
     mt.ARGS = ARGS  # mount_test's helpers read their own module's ARGS
     build_content()
 
