@@ -808,6 +808,16 @@ Result<std::optional<AccessRow>> Index::GetAccess(const Digest& digest) {
   });
 }
 
+// Parameters ?1..?6 of the verified table: (dev, ino, size, mtime_ns, ctime_ns, digest).
+static Stmt& BindIdentity(Stmt& stmt, const FileIdentity& file, const Digest& digest) {
+  return stmt.Bind(1, ToSql(file.dev))
+      .Bind(2, ToSql(file.ino))
+      .Bind(3, ToSql(file.size))
+      .Bind(4, file.mtime_ns)
+      .Bind(5, file.ctime_ns)
+      .Bind(6, digest.ToString());
+}
+
 Status Index::RememberVerified(const FileIdentity& file, const Digest& digest) {
   std::string op = "remember verified file (dev " + std::to_string(file.dev) + ", ino " +
                    std::to_string(file.ino) + ") as " + digest.ToString();
@@ -817,13 +827,7 @@ Status Index::RememberVerified(const FileIdentity& file, const Digest& digest) {
       BCFS_ASSIGN_OR_RETURN(
           Stmt stmt, db_->Prepare("INSERT OR REPLACE INTO verified(dev, ino, size, mtime_ns, "
                                   "ctime_ns, digest) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"));
-      return stmt.Bind(1, ToSql(file.dev))
-          .Bind(2, ToSql(file.ino))
-          .Bind(3, ToSql(file.size))
-          .Bind(4, file.mtime_ns)
-          .Bind(5, file.ctime_ns)
-          .Bind(6, digest.ToString())
-          .Run("upsert");
+      return BindIdentity(stmt, file, digest).Run("upsert");
     };
     return db_->Context(body(), op);
   });
@@ -838,13 +842,7 @@ Result<bool> Index::IsVerified(const FileIdentity& file, const Digest& digest) {
       BCFS_ASSIGN_OR_RETURN(
           Stmt stmt, db_->Prepare("SELECT 1 FROM verified WHERE dev = ?1 AND ino = ?2 AND "
                                   "size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5 AND digest = ?6"));
-      return stmt.Bind(1, ToSql(file.dev))
-          .Bind(2, ToSql(file.ino))
-          .Bind(3, ToSql(file.size))
-          .Bind(4, file.mtime_ns)
-          .Bind(5, file.ctime_ns)
-          .Bind(6, digest.ToString())
-          .Step("query");
+      return BindIdentity(stmt, file, digest).Step("query");
     };
     auto r = body();
     if (!r.ok()) return db_->Context(r.status(), op);
