@@ -262,6 +262,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
   for (const Digest& d : *blobs) {
     auto st = backend.StatBlob(d);
     if (!st.ok()) continue;
+    info.blob_stats[d] = *st;
     ++info.blob_count;
     info.blob_bytes += st->size;
     if (reached.count(d)) continue;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,7 +81,8 @@ struct SourceInfo {
   std::vector<std::string> warnings;
   std::vector<std::string> errors;  // source-level (e.g. index.json unreadable)
   std::vector<Digest> blobs;        // every blob the source holds (when it can list them)
-  TimeNs refs_modified = 0;         // the source's write time of its ref list
+  std::map<Digest, backends::BlobStat> blob_stats;  // their stats, taken once while listing
+  TimeNs refs_modified = 0;                         // the source's write time of its ref list
 
   bool HasErrors() const;
 };

@@ -439,7 +439,7 @@ struct Tree::Impl {
   // Adds refs/<ref>/ or history/<hex>/ for one ref.
   void AddRefDir(Node* parent, const std::string& name, const catalog::RefInfo& ref,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
-                 TimeNs blob_mtime_default, backends::Backend& backend,
+                 TimeNs blob_mtime_default, const std::map<Digest, backends::BlobStat>& stats,
                  const std::map<Digest, Node*>& layer_dirs) {
     TimeNs mtime = ref.modified ? ref.modified : blob_mtime_default;
     CachePolicy policy = ref.history ? CachePolicy::kImmutable : CachePolicy::kShort;
@@ -465,8 +465,8 @@ struct Tree::Impl {
       TimeNs cmtime = mtime;
       if (is_inline) {
         cmtime = ref.created ? ref.created : mtime;
-      } else if (auto st = backend.StatBlob(ref.config.digest); st.ok()) {
-        cmtime = st->mtime;
+      } else if (auto st = stats.find(ref.config.digest); st != stats.end()) {
+        cmtime = st->second.mtime;
       }
       Node* c = AddBytes(dir, "cache-config.json", config, cmtime, policy);
       c->xattrs = x;
@@ -600,7 +600,6 @@ struct Tree::Impl {
     Node* sha = alg_dir("sha256");
     std::map<Digest, std::shared_ptr<BlobRef>> blobs;
     std::map<Digest, std::string> media;
-    std::set<Digest> present(info.blobs.begin(), info.blobs.end());
     auto reach = [&](const Digest& d, int64_t size, const std::string& mt) {
       if (d.empty()) return;
       auto& b = blobs[d];
@@ -625,10 +624,8 @@ struct Tree::Impl {
         }
       }
     }
-    for (const Digest& d : info.blobs) {
-      if (blobs.count(d)) continue;
-      auto st = in.backend->StatBlob(d);
-      reach(d, st.ok() ? static_cast<int64_t>(st->size) : 0, "");
+    for (const auto& [d, st] : info.blob_stats) {
+      if (!blobs.count(d)) reach(d, static_cast<int64_t>(st.size), "");
     }
     // Manifests and configs were read and verified by the catalog: they are
     // served from memory (a registry serves manifests only under /manifests/).
@@ -653,8 +650,8 @@ struct Tree::Impl {
     for (auto& [d, b] : blobs) {
       Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
       TimeNs mt = smtime;
-      if (present.count(d)) {
-        if (auto st = in.backend->StatBlob(d); st.ok()) mt = st->mtime;
+      if (auto st = info.blob_stats.find(d); st != info.blob_stats.end()) {
+        mt = st->second.mtime;
       } else if (listed) {
         b->static_error = "blob " + d.ToString() + " is missing from the source";
       }
@@ -711,12 +708,14 @@ struct Tree::Impl {
     Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
     refs->xattrs = sx;
     for (const auto& r : info.refs) {
-      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, *in.backend, layer_dirs);
+      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, info.blob_stats,
+                layer_dirs);
     }
     Node* history = Add(src, "history", Kind::kDir, smtime, CachePolicy::kShort);
     history->xattrs = sx;
     for (const auto& r : info.history) {
-      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, *in.backend, layer_dirs);
+      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, info.blob_stats,
+                layer_dirs);
     }
   }
 
