@@ -96,6 +96,39 @@ CREATE TABLE verified (
   PRIMARY KEY (dev, ino)
 ) WITHOUT ROWID;
 )sql"},
+    {2, R"sql(
+-- Indexed layers (DESIGN §2 "Ingest"), by blob digest, without a foreign key:
+-- content-addressed facts stay true while the local store keeps the bytes.
+CREATE TABLE layer_indexes (
+  digest            TEXT PRIMARY KEY,
+  format            INTEGER NOT NULL,
+  uncompressed_size INTEGER NOT NULL,
+  seek_index        BLOB NOT NULL,
+  warnings          TEXT NOT NULL,
+  derived_digests   BLOB NOT NULL,
+  indexed_ns        INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- A layer's tar entries in tar order (seq).
+CREATE TABLE layer_entries (
+  digest      TEXT NOT NULL REFERENCES layer_indexes(digest) ON DELETE CASCADE,
+  seq         INTEGER NOT NULL,
+  path        TEXT NOT NULL,
+  type        TEXT NOT NULL,
+  mode        INTEGER NOT NULL,
+  uid         INTEGER NOT NULL,
+  gid         INTEGER NOT NULL,
+  size        INTEGER NOT NULL,
+  mtime_sec   INTEGER NOT NULL,
+  mtime_nsec  INTEGER NOT NULL,
+  link_target TEXT NOT NULL,
+  dev_major   INTEGER NOT NULL,
+  dev_minor   INTEGER NOT NULL,
+  data_offset INTEGER NOT NULL,
+  extra       BLOB NOT NULL,
+  PRIMARY KEY (digest, seq)
+) WITHOUT ROWID;
+)sql"},
 };
 
 constexpr bool MigrationsAreConsecutive() {
@@ -189,11 +222,22 @@ class Stmt {
     Note(sqlite3_bind_int64(stmt_, i, v));
     return *this;
   }
+  Stmt& BindBlob(int i, std::string_view v) {
+    Note(sqlite3_bind_blob64(stmt_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT));
+    return *this;
+  }
   Stmt& Bind(int i, std::string_view v) {
     // A null data pointer would bind SQL NULL, not "".
     Note(sqlite3_bind_text64(stmt_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT,
                              SQLITE_UTF8));
     return *this;
+  }
+
+  // Makes the statement ready to be bound and run again.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    bind_rc_ = SQLITE_OK;
   }
 
   // True when a row is ready, false when done.
@@ -202,6 +246,12 @@ class Stmt {
   Status Run(std::string_view what);
 
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    if (p == nullptr) return std::string();
+    return std::string(static_cast<const char*>(p),
+                       static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
   std::string Text(int col) {
     const unsigned char* p = sqlite3_column_text(stmt_, col);
     if (p == nullptr) return std::string();
@@ -847,6 +897,133 @@ Result<bool> Index::IsVerified(const FileIdentity& file, const Digest& digest) {
     auto r = body();
     if (!r.ok()) return db_->Context(r.status(), op);
     return r;
+  });
+}
+
+// Layer indexes
+
+Status Index::SaveLayerIndex(const LayerIndexRow& row) {
+  std::string op = "save layer index of " + row.digest.ToString();
+  return NoThrow(path(), op, [&]() -> Status {
+    auto body = [&]() -> Status {
+      BCFS_RETURN_IF_ERROR(CheckDigest(row.digest, "the layer"));
+      const std::string digest = row.digest.ToString();
+      Transaction tx(db_.get());
+      BCFS_RETURN_IF_ERROR(tx.BeginWrite());
+      {
+        BCFS_ASSIGN_OR_RETURN(Stmt del,
+                              db_->Prepare("DELETE FROM layer_indexes WHERE digest = ?1"));
+        BCFS_RETURN_IF_ERROR(del.Bind(1, digest).Run("delete the old row"));
+      }
+      {
+        BCFS_ASSIGN_OR_RETURN(
+            Stmt ins, db_->Prepare("INSERT INTO layer_indexes(digest, format, uncompressed_size, "
+                                   "seek_index, warnings, derived_digests, indexed_ns) "
+                                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+        BCFS_RETURN_IF_ERROR(ins.Bind(1, digest)
+                                 .Bind(2, row.format)
+                                 .Bind(3, ToSql(row.uncompressed_size))
+                                 .BindBlob(4, row.seek_index)
+                                 .Bind(5, row.warnings)
+                                 .BindBlob(6, row.derived_digests)
+                                 .Bind(7, row.indexed)
+                                 .Run("insert the layer"));
+      }
+      BCFS_ASSIGN_OR_RETURN(
+          Stmt ent,
+          db_->Prepare("INSERT INTO layer_entries(digest, seq, path, type, mode, uid, gid, size, "
+                       "mtime_sec, mtime_nsec, link_target, dev_major, dev_minor, data_offset, "
+                       "extra) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                       "?14, ?15)"));
+      int64_t seq = 0;
+      for (const LayerEntryRow& e : row.entries) {
+        BCFS_RETURN_IF_ERROR(ent.Bind(1, digest)
+                                 .Bind(2, seq++)
+                                 .Bind(3, e.path)
+                                 .Bind(4, e.type)
+                                 .Bind(5, e.mode)
+                                 .Bind(6, e.uid)
+                                 .Bind(7, e.gid)
+                                 .Bind(8, ToSql(e.size))
+                                 .Bind(9, e.mtime_sec)
+                                 .Bind(10, e.mtime_nsec)
+                                 .Bind(11, e.link_target)
+                                 .Bind(12, e.dev_major)
+                                 .Bind(13, e.dev_minor)
+                                 .Bind(14, ToSql(e.data_offset))
+                                 .BindBlob(15, e.extra)
+                                 .Run("insert an entry"));
+        ent.Reset();
+      }
+      return tx.Commit();
+    };
+    return db_->Context(body(), op);
+  });
+}
+
+Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest) {
+  std::string op = "load layer index of " + digest.ToString();
+  return NoThrow(path(), op, [&]() -> Result<std::optional<LayerIndexRow>> {
+    auto body = [&]() -> Result<std::optional<LayerIndexRow>> {
+      const std::string key = digest.ToString();
+      Transaction tx(db_.get());
+      BCFS_RETURN_IF_ERROR(tx.BeginRead());
+      LayerIndexRow row;
+      {
+        BCFS_ASSIGN_OR_RETURN(
+            Stmt stmt,
+            db_->Prepare("SELECT digest, format, uncompressed_size, seek_index, warnings, "
+                         "derived_digests, indexed_ns FROM layer_indexes WHERE digest = ?1"));
+        BCFS_ASSIGN_OR_RETURN(bool found, stmt.Bind(1, key).Step("query the layer"));
+        if (!found) return std::optional<LayerIndexRow>();
+        BCFS_ASSIGN_OR_RETURN(row.digest, ParseStoredDigest(stmt.Text(0), "stored layer digest"));
+        row.format = static_cast<int>(stmt.Int(1));
+        row.uncompressed_size = FromSql(stmt.Int(2));
+        row.seek_index = stmt.Blob(3);
+        row.warnings = stmt.Text(4);
+        row.derived_digests = stmt.Blob(5);
+        row.indexed = stmt.Int(6);
+      }
+      BCFS_ASSIGN_OR_RETURN(
+          Stmt stmt, db_->Prepare("SELECT path, type, mode, uid, gid, size, mtime_sec, "
+                                  "mtime_nsec, link_target, dev_major, dev_minor, data_offset, "
+                                  "extra FROM layer_entries WHERE digest = ?1 ORDER BY seq"));
+      stmt.Bind(1, key);
+      while (true) {
+        BCFS_ASSIGN_OR_RETURN(bool more, stmt.Step("query the entries"));
+        if (!more) break;
+        LayerEntryRow& e = row.entries.emplace_back();
+        e.path = stmt.Text(0);
+        e.type = stmt.Text(1);
+        e.mode = static_cast<uint32_t>(stmt.Int(2));
+        e.uid = static_cast<uint32_t>(stmt.Int(3));
+        e.gid = static_cast<uint32_t>(stmt.Int(4));
+        e.size = FromSql(stmt.Int(5));
+        e.mtime_sec = stmt.Int(6);
+        e.mtime_nsec = static_cast<uint32_t>(stmt.Int(7));
+        e.link_target = stmt.Text(8);
+        e.dev_major = static_cast<uint32_t>(stmt.Int(9));
+        e.dev_minor = static_cast<uint32_t>(stmt.Int(10));
+        e.data_offset = FromSql(stmt.Int(11));
+        e.extra = stmt.Blob(12);
+      }
+      BCFS_RETURN_IF_ERROR(tx.Commit());
+      return std::optional<LayerIndexRow>(std::move(row));
+    };
+    auto r = body();
+    if (!r.ok()) return db_->Context(r.status(), op);
+    return r;
+  });
+}
+
+Status Index::RemoveLayerIndex(const Digest& digest) {
+  std::string op = "remove layer index of " + digest.ToString();
+  return NoThrow(path(), op, [&]() -> Status {
+    auto body = [&]() -> Status {
+      BCFS_ASSIGN_OR_RETURN(Stmt stmt, db_->Prepare("DELETE FROM layer_indexes WHERE digest = ?1"));
+      return stmt.Bind(1, digest.ToString()).Run("delete");
+    };
+    return db_->Context(body(), op);
   });
 }
 

@@ -87,6 +87,40 @@ struct Access {
   uint64_t count = 1;
 };
 
+// One tar entry of an indexed layer, in the columns the tree needs to show it
+// again without reading the layer (DESIGN §2 "Ingest": entries persist so a
+// remount does no decompression pass).
+struct LayerEntryRow {
+  std::string path;  // cleaned tar path, "" for the root
+  std::string type;  // "file", "dir", "symlink", "hardlink", "char", "block", "fifo"
+  uint32_t mode = 0, uid = 0, gid = 0;
+  uint64_t size = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  std::string link_target;  // symlink target as stored, or the hard link's target path
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint64_t data_offset = 0;  // offset of the data in the uncompressed tar stream
+  std::string extra;         // the caller's encoding of rarer facts (sparse map, xattrs)
+
+  bool operator==(const LayerEntryRow&) const = default;
+};
+
+// What indexing one layer blob found. Keyed by the blob digest: the bytes
+// behind it never change, so a row stays true while `format` (the caller's
+// encoding version) is the current one.
+struct LayerIndexRow {
+  Digest digest;
+  int format = 0;
+  uint64_t uncompressed_size = 0;
+  std::string seek_index;       // the caller's encoding of the seek points
+  std::string warnings;         // skipped entries, one per line
+  std::string derived_digests;  // the caller's per-block digests of a derived copy, or ""
+  TimeNs indexed = 0;
+  std::vector<LayerEntryRow> entries;  // in tar order
+
+  bool operator==(const LayerIndexRow&) const = default;
+};
+
 struct AccessRow {
   TimeNs last_access = 0;
   uint64_t use_count = 0;
@@ -100,7 +134,7 @@ struct FileIdentity {
 
 class Index {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens or creates the database at `path` (":memory:" allowed) and applies
   // the migrations it lacks, one transaction each. WAL mode, foreign keys on,
@@ -166,6 +200,15 @@ class Index {
   // True only when a remembered row matches every field of `file` and the
   // digest; false when anything differs or nothing is remembered.
   Result<bool> IsVerified(const FileIdentity& file, const Digest& digest);
+
+  // Stores what indexing a layer found, replacing an earlier row for the same
+  // digest, in one transaction. kInvalidArgument for an empty digest.
+  Status SaveLayerIndex(const LayerIndexRow& row);
+  // The stored row with its entries in tar order; std::nullopt when none.
+  // kCorrupt when the stored digest does not parse.
+  Result<std::optional<LayerIndexRow>> LoadLayerIndex(const Digest& digest);
+  // Forgets a layer's row and entries (OK when there was none).
+  Status RemoveLayerIndex(const Digest& digest);
 
  private:
   explicit Index(std::unique_ptr<internal::Connection> db);

@@ -122,7 +122,7 @@ TEST(Role, NamesRoundTripAndUnknownIsInvalidArgument) {
   EXPECT_NE(bad.status().message().find("\"blob\""), std::string::npos);
 }
 
-TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion1) {
+TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion2) {
   TempDir dir;
   ASSERT_TRUE(dir.ok());
   std::string path = dir.File("index.db");
@@ -137,8 +137,8 @@ TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion1) {
   ASSERT_NE(idx, nullptr);
   auto version = idx->SchemaVersion();
   ASSERT_TRUE(version.ok());
-  EXPECT_EQ(*version, 1);
-  EXPECT_EQ(Index::kSchemaVersion, 1);
+  EXPECT_EQ(*version, 2);
+  EXPECT_EQ(Index::kSchemaVersion, 2);
 
   auto names = idx->ListSources();
   ASSERT_TRUE(names.ok());
@@ -208,7 +208,7 @@ TEST(Index, NewerSchemaVersionIsRefusedNamingPathAndBothVersions) {
   const std::string msg = idx.status().message();
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("schema version 99"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("version 1 "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("version 2 "), std::string::npos) << msg;
 
   // Refused without being touched: still version 99 and not in WAL mode.
   sqlite3* db = nullptr;
@@ -549,6 +549,111 @@ TEST(Index, VerificationMemoMatchesOnlyTheExactIdentityAndDigest) {
   ASSERT_TRUE(idx->RememberVerified(f, D("new bytes")).ok());
   EXPECT_TRUE(*idx->IsVerified(f, D("new bytes")));
   EXPECT_FALSE(*idx->IsVerified(file, digest));
+}
+
+LayerIndexRow SampleLayer(std::string_view seed, int entries) {
+  LayerIndexRow row;
+  row.digest = D(seed);
+  row.format = 3;
+  row.uncompressed_size = 1ull << 40;  // beyond 32 bits
+  row.seek_index = std::string("bcSI\0\x01\xff", 7);
+  row.warnings = "\"a/../b\": skipped\nsecond";
+  row.derived_digests = std::string(64, '\x7f');
+  row.indexed = 1700000000123456789;
+  for (int i = 0; i < entries; ++i) {
+    LayerEntryRow e;
+    e.path = "dir/file" + std::to_string(i);
+    e.type = i % 2 ? "file" : "hardlink";
+    e.mode = 04755;
+    e.uid = 4000000000u;  // beyond int32
+    e.gid = 7;
+    e.size = (1ull << 33) + i;
+    e.mtime_sec = -5;  // before 1970
+    e.mtime_nsec = 999999999;
+    e.link_target = i % 2 ? "" : "dir/file0";
+    e.dev_major = 8;
+    e.dev_minor = 1;
+    e.data_offset = (1ull << 35) + 512 * i;
+    e.extra = std::string("x\0y", 3);
+    row.entries.push_back(e);
+  }
+  return row;
+}
+
+TEST(Index, LayerIndexRoundTripsEveryFieldInTarOrderAndSurvivesReopen) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string path = dir.File("index.db");
+  const LayerIndexRow row = SampleLayer("layer", 1000);
+  {
+    auto idx = MustOpen(path);
+    ASSERT_NE(idx, nullptr);
+    auto none = idx->LoadLayerIndex(row.digest);
+    ASSERT_TRUE(none.ok()) << none.status().ToString();
+    EXPECT_FALSE(none->has_value());
+    ASSERT_TRUE(idx->SaveLayerIndex(row).ok());
+  }
+  auto idx = MustOpen(path);
+  ASSERT_NE(idx, nullptr);
+  auto got = idx->LoadLayerIndex(row.digest);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(**got, row);
+}
+
+TEST(Index, SaveLayerIndexReplacesTheOldRowAndRemoveForgetsIt) {
+  auto idx = MustOpen(":memory:");
+  ASSERT_NE(idx, nullptr);
+  LayerIndexRow first = SampleLayer("layer", 5);
+  LayerIndexRow second = SampleLayer("layer", 2);
+  second.format = 4;
+  const LayerIndexRow other = SampleLayer("other", 1);
+  ASSERT_TRUE(idx->SaveLayerIndex(first).ok());
+  ASSERT_TRUE(idx->SaveLayerIndex(other).ok());
+  ASSERT_TRUE(idx->SaveLayerIndex(second).ok());
+  auto got = idx->LoadLayerIndex(first.digest);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, second);
+  ASSERT_TRUE(idx->RemoveLayerIndex(first.digest).ok());
+  ASSERT_TRUE(idx->RemoveLayerIndex(first.digest).ok());  // nothing left: still OK
+  got = idx->LoadLayerIndex(first.digest);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  got = idx->LoadLayerIndex(other.digest);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, other);
+}
+
+TEST(Index, SaveLayerIndexWithAnEmptyDigestIsInvalidArgument) {
+  auto idx = MustOpen(":memory:");
+  ASSERT_NE(idx, nullptr);
+  LayerIndexRow row = SampleLayer("x", 1);
+  row.digest = Digest();
+  Status st = idx->SaveLayerIndex(row);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+}
+
+TEST(Index, Version1DatabaseIsMigratedAndKeepsItsRows) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string path = dir.File("index.db");
+  // A database as schema version 1 left it (the accesses table is enough).
+  RawExec(path,
+          "CREATE TABLE accesses (digest TEXT PRIMARY KEY, last_access_ns INTEGER NOT NULL, "
+          "use_count INTEGER NOT NULL) WITHOUT ROWID;"
+          "INSERT INTO accesses VALUES('" +
+              D("a").ToString() +
+              "', 5, 2);"
+              "PRAGMA user_version = 1;");
+  auto idx = MustOpen(path);
+  ASSERT_NE(idx, nullptr);
+  auto v = idx->SchemaVersion();
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 2);
+  auto a = idx->GetAccess(D("a"));
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->use_count, 2u);
+  ASSERT_TRUE(idx->SaveLayerIndex(SampleLayer("layer", 1)).ok());
 }
 
 }  // namespace
