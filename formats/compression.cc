@@ -109,8 +109,11 @@ struct Input {
 
 Bytef* Z(char* p) { return reinterpret_cast<Bytef*>(p); }
 
-Result<SeekIndex> BuildGzip(ByteSource& src, Compression c, std::string_view doc, const Sink& sink,
-                            uint64_t span) {
+// The Build* functions fill `index` as they go: uncompressed_size is always
+// the output handed to the sink so far, so a pass that fails or is stopped
+// leaves an index that covers exactly that output.
+Status BuildGzip(ByteSource& src, Compression c, std::string_view doc, const Sink& sink,
+                 uint64_t span, SeekIndex& index) {
   const uint64_t size = src.size();
   if (size == 0) return CorruptAt(doc, "gzip: empty stream", 0);
   Inflater inflater;
@@ -119,7 +122,6 @@ Result<SeekIndex> BuildGzip(ByteSource& src, Compression c, std::string_view doc
   Input input(src, 0);
   std::vector<char> out(kOutChunk);
   Window window;
-  SeekIndex index;
   index.compression = c;
   uint64_t total_out = 0;
   uint64_t last_point = 0;
@@ -142,6 +144,7 @@ Result<SeekIndex> BuildGzip(ByteSource& src, Compression c, std::string_view doc
     if (produced > 0) {
       window.Add(out.data(), produced);
       total_out += produced;
+      index.uncompressed_size = total_out;
       if (sink) BCFS_RETURN_IF_ERROR(sink(std::string_view(out.data(), produced)));
     }
     if (ret == Z_STREAM_END) {
@@ -167,11 +170,10 @@ Result<SeekIndex> BuildGzip(ByteSource& src, Compression c, std::string_view doc
       last_point = total_out;
     }
   }
-  index.uncompressed_size = total_out;
-  return index;
+  return OkStatus();
 }
 
-Result<SeekIndex> BuildZstd(ByteSource& src, std::string_view doc, const Sink& sink) {
+Status BuildZstd(ByteSource& src, std::string_view doc, const Sink& sink, SeekIndex& index) {
   const uint64_t size = src.size();
   if (size == 0) return CorruptAt(doc, "zstd: empty stream", 0);
   ZstdDCtx dctx(ZSTD_createDCtx());
@@ -179,7 +181,6 @@ Result<SeekIndex> BuildZstd(ByteSource& src, std::string_view doc, const Sink& s
   Input input(src, 0);
   std::vector<char> out(ZSTD_DStreamOutSize());
   ZSTD_inBuffer in{input.buf.data(), 0, 0};
-  SeekIndex index;
   index.compression = Compression::kZstd;
   uint64_t total_out = 0;
   bool frame_done = true;  // at a frame boundary (the start counts as one)
@@ -208,6 +209,7 @@ Result<SeekIndex> BuildZstd(ByteSource& src, std::string_view doc, const Sink& s
     }
     if (o.pos > 0) {
       total_out += o.pos;
+      index.uncompressed_size = total_out;
       if (sink) BCFS_RETURN_IF_ERROR(sink(std::string_view(out.data(), o.pos)));
     }
     if (ret == 0) {
@@ -220,23 +222,24 @@ Result<SeekIndex> BuildZstd(ByteSource& src, std::string_view doc, const Sink& s
       return CorruptAt(doc, "zstd: truncated stream: input ends inside a frame", size);
     }
   }
-  index.uncompressed_size = total_out;
-  return index;
+  return OkStatus();
 }
 
-Result<SeekIndex> BuildPlain(ByteSource& src, const Sink& sink) {
-  SeekIndex index;
+Status BuildPlain(ByteSource& src, const Sink& sink, SeekIndex& index) {
   index.compression = Compression::kUncompressed;
-  index.uncompressed_size = src.size();
-  if (!sink) return index;
+  if (!sink) {
+    index.uncompressed_size = src.size();
+    return OkStatus();
+  }
   std::vector<char> buf(kPlainChunk);
   for (uint64_t pos = 0; pos < src.size();) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), src.size() - pos));
     BCFS_RETURN_IF_ERROR(src.ReadAt(pos, std::span<char>(buf.data(), n)));
-    BCFS_RETURN_IF_ERROR(sink(std::string_view(buf.data(), n)));
     pos += n;
+    index.uncompressed_size = pos;
+    BCFS_RETURN_IF_ERROR(sink(std::string_view(buf.data(), n)));
   }
-  return index;
+  return OkStatus();
 }
 
 // The last point at or before `offset`, or nullptr.
@@ -460,9 +463,10 @@ Result<Compression> DetectCompression(ByteSource& src) {
   return Compression::kUncompressed;
 }
 
-Result<SeekIndex> BuildSeekIndex(ByteSource& src, Compression c, std::string_view doc,
-                                 const std::function<Status(std::string_view)>& sink,
-                                 uint64_t span) {
+namespace {
+
+Status RunPass(ByteSource& src, Compression c, std::string_view doc, const Sink& sink,
+               uint64_t span, SeekIndex& index) {
   if (span < kMinSpan || span > kMaxSpan) {
     return InvalidArgumentError("seek index span " + std::to_string(span) + " is outside [" +
                                 std::to_string(kMinSpan) + ", " + std::to_string(kMaxSpan) + "]");
@@ -470,13 +474,53 @@ Result<SeekIndex> BuildSeekIndex(ByteSource& src, Compression c, std::string_vie
   switch (c) {
     case Compression::kGzip:
     case Compression::kEstargz:
-      return BuildGzip(src, c, doc, sink, span);
+      return BuildGzip(src, c, doc, sink, span, index);
     case Compression::kZstd:
-      return BuildZstd(src, doc, sink);
+      return BuildZstd(src, doc, sink, index);
     case Compression::kUncompressed:
-      return BuildPlain(src, sink);
+      return BuildPlain(src, sink, index);
   }
   return InvalidArgumentError("unknown compression");
+}
+
+}  // namespace
+
+Result<SeekIndex> BuildSeekIndex(ByteSource& src, Compression c, std::string_view doc,
+                                 const std::function<Status(std::string_view)>& sink,
+                                 uint64_t span) {
+  SeekIndex index;
+  BCFS_RETURN_IF_ERROR(RunPass(src, c, doc, sink, span, index));
+  return index;
+}
+
+SeekPass BuildSeekIndexUntil(ByteSource& src, Compression c, std::string_view doc,
+                             const std::function<Result<bool>(std::string_view)>& sink,
+                             uint64_t span) {
+  SeekPass pass;
+  Status sink_error;
+  // The sink's "stop" travels through the pass as an error only this wrapper
+  // can produce, and is turned back into a clean end here.
+  auto wrapped = [&](std::string_view chunk) -> Status {
+    Result<bool> more = sink(chunk);
+    if (!more.ok()) {
+      sink_error = more.status();
+      return sink_error;
+    }
+    if (!*more) {
+      pass.stopped = true;
+      return InternalError("seek pass stopped by its sink");
+    }
+    return OkStatus();
+  };
+  Status st = RunPass(src, c, doc, wrapped, span, pass.index);
+  if (pass.stopped) st = OkStatus();
+  pass.status = st;
+  // Points past the output handed over cannot be used.
+  auto& points = pass.index.points;
+  while (!points.empty() && points.back().out_offset > pass.index.uncompressed_size) {
+    points.pop_back();
+  }
+  return pass;
 }
 
 bool SingleFrame(const SeekIndex& index) {

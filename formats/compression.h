@@ -101,6 +101,23 @@ Result<SeekIndex> BuildSeekIndex(ByteSource& src, Compression c, std::string_vie
                                  const std::function<Status(std::string_view)>& sink,
                                  uint64_t span = kDefaultSpan);
 
+// A pass that may end early (BuildSeekIndexUntil): `index` covers exactly
+// the output handed to the sink (uncompressed_size is its length; no point
+// lies past it), whether the stream ended, the sink stopped the pass or an
+// error cut it short, so the bytes before a damaged spot stay readable.
+struct SeekPass {
+  SeekIndex index;
+  Status status;         // OK when the stream ended cleanly or the sink stopped it
+  bool stopped = false;  // the sink returned false
+};
+
+// BuildSeekIndex whose sink returns false to end the pass after that chunk
+// (a tar indexer that saw the end of the archive, a bound on the output) or
+// an error to abort it (returned in `status`).
+SeekPass BuildSeekIndexUntil(ByteSource& src, Compression c, std::string_view doc,
+                             const std::function<Result<bool>(std::string_view)>& sink,
+                             uint64_t span = kDefaultSpan);
+
 // True when random reads of this zstd index must decompress from the start
 // (at most one frame start), so the caller should keep an uncompressed copy.
 // False for every other compression.

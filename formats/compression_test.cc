@@ -382,6 +382,71 @@ TEST(Gzip, SinkErrorsStopThePass) {
   EXPECT_EQ(calls, 1);
 }
 
+// A pass stopped by its sink or cut short by damage keeps an index of exactly
+// the output handed over, and every byte of it reads back.
+TEST(SeekPass, StoppedOrTruncatedPassesServeTheOutputBeforeTheEnd) {
+  const std::string data = TarishText(12u << 20, 7);
+  struct Case {
+    Compression c;
+    std::string blob;
+  };
+  std::vector<Case> cases = {{Compression::kGzip, Gzip(data, 6)},
+                             {Compression::kUncompressed, data}};
+  for (const Case& k : cases) {
+    SCOPED_TRACE(CompressionName(k.c));
+    // Stop once 5 MiB were handed over.
+    {
+      MemoryByteSource src(k.blob);
+      std::string streamed;
+      SeekPass pass = BuildSeekIndexUntil(
+          src, k.c, "blob p",
+          [&](std::string_view chunk) -> Result<bool> {
+            streamed.append(chunk);
+            return streamed.size() < (5u << 20);
+          },
+          kMinSpan);
+      ASSERT_TRUE(pass.status.ok()) << pass.status.ToString();
+      EXPECT_TRUE(pass.stopped);
+      EXPECT_GE(streamed.size(), 5u << 20);
+      EXPECT_LT(streamed.size(), data.size());
+      EXPECT_EQ(pass.index.uncompressed_size, streamed.size());
+      for (const SeekPoint& p : pass.index.points) EXPECT_LE(p.out_offset, streamed.size());
+      CheckReads(k.blob, pass.index, data.substr(0, streamed.size()), 3);
+    }
+    if (k.c == Compression::kUncompressed) continue;
+    // Truncated in the middle: corrupt, but the prefix stays readable.
+    {
+      const std::string part = k.blob.substr(0, k.blob.size() / 2);
+      MemoryByteSource src(part);
+      std::string streamed;
+      SeekPass pass = BuildSeekIndexUntil(
+          src, k.c, "blob p",
+          [&](std::string_view chunk) -> Result<bool> {
+            streamed.append(chunk);
+            return true;
+          },
+          kMinSpan);
+      EXPECT_EQ(pass.status.code(), Code::kCorrupt);
+      EXPECT_FALSE(pass.stopped);
+      EXPECT_EQ(pass.index.uncompressed_size, streamed.size());
+      EXPECT_GT(streamed.size(), 1u << 20);
+      EXPECT_EQ(streamed, data.substr(0, streamed.size()));
+      CheckReads(part, pass.index, streamed, 4);
+    }
+  }
+}
+
+TEST(SeekPass, SinkErrorsAreReturnedNotTakenForAStop) {
+  const std::string blob = Zstd(TarishText(1u << 20, 2), 3);
+  MemoryByteSource src(blob);
+  SeekPass pass = BuildSeekIndexUntil(
+      src, Compression::kZstd, "blob z",
+      [&](std::string_view) -> Result<bool> { return Status(Code::kNoSpace, "disk full"); });
+  EXPECT_EQ(pass.status.code(), Code::kNoSpace);
+  EXPECT_EQ(pass.status.message(), "disk full");
+  EXPECT_FALSE(pass.stopped);
+}
+
 TEST(SeekIndex, SpanOutsideTheLimitsIsInvalid) {
   std::string blob = Gzip("abc", 6);
   MemoryByteSource src(blob);
