@@ -109,11 +109,29 @@ class Rng {
 // ---------------------------------------------------------------- tar
 
 struct TarEntry {
-  enum Kind { kDir, kFile, kSymlink, kHardlink };
+  enum Kind { kDir, kFile, kSymlink, kHardlink, kChar, kBlock, kFifo };
   Kind kind;
   std::string path;
   std::string data;  // file contents, or the link target
+  // The defaults are what the plain layers use.
+  int mode = -1;  // permission bits; -1: 0755 directories, 0777 symlinks, 0644 others
+  int64_t uid = 0;
+  int64_t gid = 0;
+  std::string uname;  // written only when not empty
+  std::string gname;
+  std::optional<int64_t> mtime;               // seconds; unset: the layer's mtime
+  long mtime_nsec = 0;                        // non-zero: a PAX mtime record
+  std::map<std::string, std::string> xattrs;  // "user.x" -> value (PAX SCHILY.xattr.*)
+  int dev_major = 0;
+  int dev_minor = 0;
 };
+
+int EffectiveMode(const TarEntry& t) {
+  if (t.mode >= 0) return t.mode;
+  if (t.kind == TarEntry::kDir) return 0755;
+  if (t.kind == TarEntry::kSymlink) return 0777;
+  return 0644;
+}
 
 la_ssize_t AppendToString(struct archive*, void* client, const void* buf, size_t len) {
   try {
@@ -125,7 +143,8 @@ la_ssize_t AppendToString(struct archive*, void* client, const void* buf, size_t
 }
 
 // A pax tar like Go's archive/tar writes it: no padding past the two zero
-// end blocks, uid/gid 0, one fixed mtime, no atime/ctime.
+// end blocks, no atime/ctime, xattrs only as SCHILY.xattr.* records. Entries
+// without their own owner and mtime get uid/gid 0 and `mtime`.
 Result<std::string> WriteTar(const std::vector<TarEntry>& entries, int64_t mtime) {
   std::string out;
   struct archive* a = archive_write_new();
@@ -144,6 +163,10 @@ Result<std::string> WriteTar(const std::vector<TarEntry>& entries, int64_t mtime
     return st;
   };
   if (archive_write_set_format_pax(a) != ARCHIVE_OK) return fail("set pax format");
+  // libarchive would add LIBARCHIVE.xattr.* copies, which Go never writes.
+  if (archive_write_set_format_option(a, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK) {
+    return fail("set pax xattrheader");
+  }
   if (archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK) return fail("set block size");
   if (archive_write_open(a, &out, nullptr, AppendToString, nullptr) != ARCHIVE_OK) {
     return fail("open");
@@ -151,30 +174,41 @@ Result<std::string> WriteTar(const std::vector<TarEntry>& entries, int64_t mtime
   for (const TarEntry& t : entries) {
     archive_entry_clear(e);
     archive_entry_set_pathname(e, t.path.c_str());
-    archive_entry_set_uid(e, 0);
-    archive_entry_set_gid(e, 0);
-    archive_entry_set_mtime(e, mtime, 0);
+    archive_entry_set_uid(e, t.uid);
+    archive_entry_set_gid(e, t.gid);
+    if (!t.uname.empty()) archive_entry_set_uname(e, t.uname.c_str());
+    if (!t.gname.empty()) archive_entry_set_gname(e, t.gname.c_str());
+    archive_entry_set_mtime(e, t.mtime.value_or(mtime), t.mtime_nsec);
+    archive_entry_set_perm(e, static_cast<mode_t>(EffectiveMode(t)));
     switch (t.kind) {
       case TarEntry::kDir:
         archive_entry_set_filetype(e, AE_IFDIR);
-        archive_entry_set_perm(e, 0755);
         break;
       case TarEntry::kFile:
         archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, 0644);
         archive_entry_set_size(e, static_cast<la_int64_t>(t.data.size()));
         break;
       case TarEntry::kSymlink:
         archive_entry_set_filetype(e, AE_IFLNK);
-        archive_entry_set_perm(e, 0777);
         archive_entry_set_symlink(e, t.data.c_str());
         break;
       case TarEntry::kHardlink:
         archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, 0644);
         archive_entry_set_hardlink(e, t.data.c_str());
         archive_entry_set_size(e, 0);
         break;
+      case TarEntry::kChar:
+      case TarEntry::kBlock:
+        archive_entry_set_filetype(e, t.kind == TarEntry::kChar ? AE_IFCHR : AE_IFBLK);
+        archive_entry_set_rdevmajor(e, static_cast<dev_t>(t.dev_major));
+        archive_entry_set_rdevminor(e, static_cast<dev_t>(t.dev_minor));
+        break;
+      case TarEntry::kFifo:
+        archive_entry_set_filetype(e, AE_IFIFO);
+        break;
+    }
+    for (const auto& [name, value] : t.xattrs) {
+      archive_entry_xattr_add_entry(e, name.c_str(), value.data(), value.size());
     }
     if (archive_write_header(a, e) != ARCHIVE_OK) return fail("header of " + t.path);
     if (t.kind == TarEntry::kFile && !t.data.empty()) {
@@ -190,13 +224,21 @@ Result<std::string> WriteTar(const std::vector<TarEntry>& entries, int64_t mtime
 
 // ---------------------------------------------------------------- compression
 
-Result<std::string> Gzip(const std::string& in) {
+// One gzip member. windowBits 15+16: a gzip wrapper with zlib's default
+// header (mtime 0, no name, OS 3), so the output depends only on the input.
+// With go_header the OS byte is 255 as Go's compress/gzip writes it (the
+// eStargz members); XFL is 0 for the default level either way.
+Result<std::string> Gzip(std::string_view in, bool go_header = false) {
   z_stream zs{};
-  // windowBits 15+16: a gzip wrapper with zlib's default header (mtime 0, no
-  // name), so the output depends only on the input.
   if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
       Z_OK) {
     return InternalError("gzip: deflateInit2 failed");
+  }
+  gz_header header{};
+  header.os = 255;
+  if (go_header && deflateSetHeader(&zs, &header) != Z_OK) {
+    deflateEnd(&zs);
+    return InternalError("gzip: deflateSetHeader failed");
   }
   std::string out;
   constexpr size_t kChunk = 1 << 20;
@@ -238,10 +280,343 @@ Result<std::string> Zstd(const std::string& in) {
   return out;
 }
 
+// ---------------------------------------------------------------- eStargz
+
+// Where one tar entry sits in the tar stream.
+struct TarSpan {
+  size_t header = 0;  // its first header block (PAX extension headers included)
+  size_t data = 0;    // its payload
+  int64_t size = 0;   // payload bytes
+  char type = 0;      // the typeflag of its main header
+};
+
+Result<int64_t> ParseOctal(std::string_view field) {
+  int64_t v = 0;
+  size_t i = 0;
+  while (i < field.size() && (field[i] == ' ' || field[i] == '\0')) ++i;
+  for (; i < field.size() && field[i] >= '0' && field[i] <= '7'; ++i) v = v * 8 + (field[i] - '0');
+  for (; i < field.size(); ++i) {
+    if (field[i] != ' ' && field[i] != '\0') return InternalError("tar: bad octal field");
+  }
+  return v;
+}
+
+// The "size" record of a PAX extended header's data, if any.
+std::optional<int64_t> PaxSize(std::string_view records) {
+  std::optional<int64_t> size;
+  while (!records.empty()) {
+    size_t sp = records.find(' ');
+    int64_t len = 0;
+    auto [p, ec] = std::from_chars(records.data(), records.data() + sp, len);
+    if (sp == std::string_view::npos || ec != std::errc() || len <= 0 ||
+        static_cast<size_t>(len) > records.size()) {
+      break;
+    }
+    std::string_view rec = records.substr(sp + 1, static_cast<size_t>(len) - sp - 2);
+    if (rec.rfind("size=", 0) == 0) {
+      int64_t v = 0;
+      std::from_chars(rec.data() + 5, rec.data() + rec.size(), v);
+      size = v;
+    }
+    records.remove_prefix(static_cast<size_t>(len));
+  }
+  return size;
+}
+
+// The entries of a tar written by WriteTar, up to its end-of-archive blocks.
+Result<std::vector<TarSpan>> ScanTar(std::string_view tar) {
+  std::vector<TarSpan> spans;
+  size_t pos = 0;
+  TarSpan cur;
+  bool in_entry = false;
+  std::optional<int64_t> pax_size;
+  while (true) {
+    if (pos + 512 > tar.size()) return InternalError("tar: truncated");
+    std::string_view h = tar.substr(pos, 512);
+    if (h.find_first_not_of('\0') == std::string_view::npos) break;
+    if (!in_entry) {
+      cur = TarSpan{};
+      cur.header = pos;
+      in_entry = true;
+    }
+    BCFS_ASSIGN_OR_RETURN(int64_t size, ParseOctal(h.substr(124, 12)));
+    char type = h[156];
+    size_t data = pos + 512;
+    size_t padded = (static_cast<size_t>(size) + 511) / 512 * 512;
+    if (data + padded > tar.size()) return InternalError("tar: truncated entry");
+    if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
+      if (type == 'x') pax_size = PaxSize(tar.substr(data, static_cast<size_t>(size)));
+      pos = data + padded;
+      continue;
+    }
+    if (pax_size) size = *pax_size;
+    pax_size.reset();
+    cur.data = data;
+    cur.type = type;
+    cur.size = (type == '0' || type == '\0') ? size : 0;
+    pos = data + (static_cast<size_t>(cur.size) + 511) / 512 * 512;
+    spans.push_back(cur);
+    in_entry = false;
+  }
+  return spans;
+}
+
+// Go's fmt.Sprintf("%0*o", ...) as archive/tar's formatOctal: digits then NUL.
+void PutOctal(char* field, size_t len, uint64_t v) {
+  std::string digits(len - 1, '0');
+  for (size_t i = len - 1; i-- > 0 && v != 0; v /= 8) digits[i] = static_cast<char>('0' + v % 8);
+  std::memcpy(field, digits.data(), len - 1);
+  field[len - 1] = '\0';
+}
+
+// The tar holding only stargz.index.json, byte for byte as Go's archive/tar
+// writes tar.Header{Typeflag: TypeReg, Name: TOCTarName, Size: n} (USTAR, zero
+// mode, owner and mtime), then the padding and the two zero end blocks.
+std::string TocTar(std::string_view toc_json) {
+  char h[512] = {};
+  std::memcpy(h, "stargz.index.json", 17);
+  PutOctal(h + 100, 8, 0);                 // mode
+  PutOctal(h + 108, 8, 0);                 // uid
+  PutOctal(h + 116, 8, 0);                 // gid
+  PutOctal(h + 124, 12, toc_json.size());  // size
+  PutOctal(h + 136, 12, 0);                // mtime
+  h[156] = '0';                            // typeflag
+  std::memcpy(h + 257,
+              "ustar\0"
+              "00",
+              8);           // magic, version
+  PutOctal(h + 329, 8, 0);  // devmajor
+  PutOctal(h + 337, 8, 0);  // devminor
+  std::memset(h + 148, ' ', 8);
+  uint64_t sum = 0;
+  for (char c : h) sum += static_cast<unsigned char>(c);
+  PutOctal(h + 148, 7, sum);
+  h[155] = ' ';
+  std::string out(h, sizeof(h));
+  out.append(toc_json);
+  out.append((512 - toc_json.size() % 512) % 512, '\0');
+  out.append(1024, '\0');
+  return out;
+}
+
+// The 51-byte footer: an empty gzip member, stored, whose FEXTRA holds the
+// subfield 'S','G' with "%016xSTARGZ" of the TOC member's offset
+// (gzipFooterBytes in stargz-snapshotter).
+std::string EstargzFooter(uint64_t toc_offset) {
+  char subfield[32];
+  std::snprintf(subfield, sizeof(subfield), "%016llxSTARGZ",
+                static_cast<unsigned long long>(toc_offset));
+  std::string out("\x1f\x8b\x08\x04\0\0\0\0\0\xff", 10);  // FEXTRA, mtime 0, OS 255
+  out.append("\x1a\x00", 2);                              // XLEN 26
+  out.append("SG\x16\x00", 4);                            // SI1 SI2 LEN=22
+  out.append(subfield, 22);
+  out.append("\x01\x00\x00\xff\xff", 5);  // final stored block, empty
+  out.append(8, '\0');                    // CRC32 and ISIZE of nothing
+  return out;
+}
+
+std::string Base64(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16 |
+                 static_cast<unsigned char>(in[i + 1]) << 8 | static_cast<unsigned char>(in[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16 | static_cast<unsigned char>(in[i + 1])
+                                                               << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+std::string_view TocType(TarEntry::Kind kind) {
+  switch (kind) {
+    case TarEntry::kDir:
+      return "dir";
+    case TarEntry::kFile:
+      return "reg";
+    case TarEntry::kSymlink:
+      return "symlink";
+    case TarEntry::kHardlink:
+      return "hardlink";
+    case TarEntry::kChar:
+      return "char";
+    case TarEntry::kBlock:
+      return "block";
+    case TarEntry::kFifo:
+      return "fifo";
+  }
+  return "";
+}
+
+char TarTypeflag(TarEntry::Kind kind) {
+  switch (kind) {
+    case TarEntry::kDir:
+      return '5';
+    case TarEntry::kFile:
+      return '0';
+    case TarEntry::kSymlink:
+      return '2';
+    case TarEntry::kHardlink:
+      return '1';
+    case TarEntry::kChar:
+      return '3';
+    case TarEntry::kBlock:
+      return '4';
+    case TarEntry::kFifo:
+      return '6';
+  }
+  return '?';
+}
+
+struct Estargz {
+  std::string blob;
+  std::string toc_digest;  // "sha256:<hex>" of the TOC JSON
+  std::string diff_id;     // of everything the members inflate to: the tar and the TOC tar
+  int64_t uncompressed_size = 0;
+};
+
+// The eStargz blob BuildKit makes from `tar` (estargz.NewWriterLevel(...).
+// AppendTarLossLess, then Close): the tar's bytes unchanged, cut into gzip
+// members so that each chunk of each non-empty regular file's payload starts
+// one (the headers and padding before it stay in the member before); then
+// the TOC tar in a member of its own; then the footer. `entries` are what
+// WriteTar wrote `tar` from, in order. Deflate streams come from zlib, not
+// Go's compress/flate, so the compressed bytes differ from BuildKit's; the
+// layout, the uncompressed bytes, the TOC and the footer do not.
+Result<Estargz> MakeEstargz(const std::string& tar, const std::vector<TarEntry>& entries,
+                            int64_t layer_mtime, int64_t chunk_size) {
+  BCFS_ASSIGN_OR_RETURN(std::vector<TarSpan> spans, ScanTar(tar));
+  if (spans.size() != entries.size()) {
+    return InternalError("estargz: the tar has " + std::to_string(spans.size()) + " entries, not " +
+                         std::to_string(entries.size()));
+  }
+  // Pass 1: the members.
+  std::vector<size_t> cuts;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (spans[i].type != TarTypeflag(entries[i].kind)) {
+      return InternalError("estargz: tar entry " + entries[i].path + " has an unexpected type");
+    }
+    for (int64_t off = 0; off < spans[i].size; off += chunk_size) {
+      cuts.push_back(spans[i].data + static_cast<size_t>(off));
+    }
+  }
+  Estargz out;
+  std::vector<int64_t> member_offset;  // of the member starting at cuts[k]
+  size_t start = 0;
+  for (size_t k = 0; k <= cuts.size(); ++k) {
+    size_t end = k < cuts.size() ? cuts[k] : tar.size();
+    BCFS_ASSIGN_OR_RETURN(std::string member,
+                          Gzip(std::string_view(tar).substr(start, end - start), true));
+    out.blob += member;
+    if (k < cuts.size()) member_offset.push_back(static_cast<int64_t>(out.blob.size()));
+    start = end;
+  }
+
+  // Pass 2: the TOC, fields in TOCEntry's order, Go's omitempty applied.
+  Json toc_entries = Json::array();
+  std::map<int64_t, std::string> last_uname, last_gname;
+  auto name_if_changed = [](std::map<int64_t, std::string>& last, int64_t id,
+                            const std::string& name) -> std::string {
+    if (name.empty() || last[id] == name) return "";
+    last[id] = name;
+    return name;
+  };
+  size_t next_member = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const TarEntry& t = entries[i];
+    Json ent = Json::object();
+    ent["name"] = t.path;
+    ent["type"] = TocType(t.kind);
+    if (t.kind == TarEntry::kFile && !t.data.empty()) {
+      ent["size"] = static_cast<int64_t>(t.data.size());
+    }
+    // formatModtime: UTC, rounded to the second, empty for the epoch.
+    int64_t sec = t.mtime.value_or(layer_mtime);
+    if (sec != 0) ent["modtime"] = GoTime(sec + (t.mtime_nsec >= 500000000 ? 1 : 0), 0);
+    if (t.kind == TarEntry::kSymlink || t.kind == TarEntry::kHardlink) ent["linkName"] = t.data;
+    if (EffectiveMode(t) != 0) ent["mode"] = EffectiveMode(t);
+    if (t.uid != 0) ent["uid"] = t.uid;
+    if (t.gid != 0) ent["gid"] = t.gid;
+    if (std::string u = name_if_changed(last_uname, t.uid, t.uname); !u.empty()) {
+      ent["userName"] = u;
+    }
+    if (std::string g = name_if_changed(last_gname, t.gid, t.gname); !g.empty()) {
+      ent["groupName"] = g;
+    }
+    const int64_t size = spans[i].size;
+    if (size > 0) ent["offset"] = member_offset[next_member];
+    if (t.kind == TarEntry::kChar || t.kind == TarEntry::kBlock) {
+      if (t.dev_major != 0) ent["devMajor"] = t.dev_major;
+      if (t.dev_minor != 0) ent["devMinor"] = t.dev_minor;
+    }
+    if (!t.xattrs.empty()) {
+      Json x = Json::object();  // Go map: sorted keys; []byte: base64
+      for (const auto& [k, v] : t.xattrs) x[k] = Base64(v);
+      ent["xattrs"] = std::move(x);
+    }
+    if (t.kind != TarEntry::kFile) {
+      toc_entries.push_back(std::move(ent));
+      continue;
+    }
+    ent["digest"] = Sha256Text(t.data);
+    if (size == 0) {
+      toc_entries.push_back(std::move(ent));
+      continue;
+    }
+    for (int64_t off = 0; off < size; off += chunk_size) {
+      if (off > 0) {
+        ent = Json::object();
+        ent["name"] = t.path;
+        ent["type"] = "chunk";
+        ent["offset"] = member_offset[next_member];
+        ent["chunkOffset"] = off;
+      }
+      ++next_member;
+      int64_t n = std::min(chunk_size, size - off);
+      if (size - off >= chunk_size) ent["chunkSize"] = chunk_size;  // 0: to the end
+      ent["chunkDigest"] = Sha256Text(
+          std::string_view(t.data).substr(static_cast<size_t>(off), static_cast<size_t>(n)));
+      toc_entries.push_back(std::move(ent));
+    }
+  }
+  Json toc = Json::object();
+  toc["version"] = 1;
+  toc["entries"] = std::move(toc_entries);
+  // json.MarshalIndent(toc, "", "\t"). The names here need none of the
+  // escapes where Go and nlohmann differ (<, >, &, U+2028, U+2029).
+  std::string toc_json = toc.dump(1, '\t');
+  std::string toc_tar = TocTar(toc_json);
+  uint64_t toc_offset = out.blob.size();
+  BCFS_ASSIGN_OR_RETURN(std::string toc_member, Gzip(toc_tar, true));
+  out.blob += toc_member;
+  out.blob += EstargzFooter(toc_offset);
+  out.toc_digest = Sha256Text(toc_json);
+  Sha256 diff;
+  diff.Update(tar);
+  diff.Update(toc_tar);
+  out.diff_id = diff.Finish().ToString();
+  out.uncompressed_size = static_cast<int64_t>(tar.size() + toc_tar.size());
+  return out;
+}
+
 std::string LayerMediaType(Shape shape, Compression c) {
   bool docker = shape == Shape::kManifestList;
   switch (c) {
     case Compression::kGzip:
+    case Compression::kEstargz:  // FORMATS.md §3.4: the gzip type plus the TOC annotations
       return docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip"
                     : "application/vnd.oci.image.layer.v1.tar+gzip";
     case Compression::kZstd:
@@ -338,6 +713,10 @@ Status ValidateOptions(const GenOptions& o) {
     return InvalidArgumentError("--file-size must be between 0 and " +
                                 std::to_string(kMaxFileSize));
   }
+  if (o.estargz_chunk_size < 1 || o.estargz_chunk_size > kMaxFileSize) {
+    return InvalidArgumentError("--estargz-chunk-size must be between 1 and " +
+                                std::to_string(kMaxFileSize));
+  }
   return ResolveRefNames(o).status();
 }
 
@@ -354,6 +733,9 @@ struct LayerInfo {
   std::string record_digest;
   std::string record_created_at;
   std::string selector;  // of the record's input, empty for none
+  // eStargz only (FORMATS.md §1.4): the TOC digest and the uncompressed size.
+  std::string toc_digest;
+  int64_t uncompressed_size = 0;
 };
 
 class Generator {
@@ -368,6 +750,76 @@ class Generator {
       BCFS_RETURN_IF_ERROR(WriteFile(blob_dir_ / d.hex(), bytes, 0444));
     }
     return Descriptor{std::move(media_type), d.ToString(), static_cast<int64_t>(bytes.size())};
+  }
+
+  // What --rich adds to layer `layer` (GenOptions::rich). The lower layer of
+  // layer L is layer L-1 (the base for L = 1), so each upper layer whites out
+  // layer<L-1>/rich/doomed.txt, and each one's opaque shared/ hides the
+  // shared/from-layer<L-1>.txt below.
+  void AddRichEntries(int layer, const std::string& prefix, std::vector<TarEntry>* out) {
+    Rng rng(prefix + " rich");
+    const std::string l = std::to_string(layer);
+    const std::string dir = "layer" + l + "/rich/";
+    auto add = [&](TarEntry::Kind kind, std::string path, std::string data, int mode, int64_t uid,
+                   int64_t gid) -> TarEntry& {
+      TarEntry t{kind, std::move(path), std::move(data)};
+      t.mode = mode;
+      t.uid = uid;
+      t.gid = gid;
+      static const std::map<int64_t, std::string> kUsers = {{1000, "builder"}, {1001, "tester"}};
+      static const std::map<int64_t, std::string> kGroups = {
+          {1000, "builder"}, {1002, "testers"}, {6, "disk"}};
+      if (auto it = kUsers.find(uid); it != kUsers.end()) t.uname = it->second;
+      if (auto it = kGroups.find(gid); it != kGroups.end()) t.gname = it->second;
+      t.mtime = BaseUnixSeconds() + 1000 + static_cast<int64_t>(rng.Uniform(1000));
+      t.mtime_nsec = 1 + static_cast<long>(rng.Uniform(999999999));
+      out->push_back(std::move(t));
+      return out->back();
+    };
+    auto text = [&](std::string_view what) {
+      return std::string(what) + " (layer " + l + ", " + Digest::Sha256Of(rng.Bytes(8)).hex() +
+             ")\n";
+    };
+    // Whiteouts as containerd writes them: empty, mode 0, root, the layer's mtime.
+    auto whiteout = [&](std::string path) { out->push_back({TarEntry::kFile, path, "", 0}); };
+
+    add(TarEntry::kDir, dir, "", 0755, 1000, 1000);
+    add(TarEntry::kFile, dir + "plain.txt", text("plain"), 0644, 1000, 1000);
+    add(TarEntry::kFile, dir + "doomed.txt", text("whited out by the layer above"), 0600, 1001,
+        1002);
+    // A name past ustar's 100-byte name field that no prefix split can hold.
+    std::string long_name = "long-name";
+    for (int i = 0; i < 11; ++i) long_name += "-0123456789";
+    long_name += ".txt";
+    add(TarEntry::kFile, dir + long_name, rng.Bytes(300), 0644, 1000, 1000);
+    add(TarEntry::kSymlink, dir + "long-symlink", long_name, 0777, 1000, 1000);
+    add(TarEntry::kFile, dir + "hardlink-target", text("two names"), 0640, 1001, 1002);
+    add(TarEntry::kHardlink, dir + "hardlink", dir + "hardlink-target", 0640, 1001, 1002);
+    add(TarEntry::kHardlink, dir + "hardlink-to-long", dir + long_name, 0644, 1000, 1000);
+    TarEntry& chr = add(TarEntry::kChar, dir + "chardev", "", 0666, 0, 0);
+    chr.dev_major = 1;
+    chr.dev_minor = 3;
+    TarEntry& blk = add(TarEntry::kBlock, dir + "blockdev", "", 0660, 0, 6);
+    blk.dev_major = 8;
+    blk.dev_minor = 1;
+    add(TarEntry::kFifo, dir + "fifo", "", 0620, 1000, 1000);
+    add(TarEntry::kFile, dir + "xattrs", text("with xattrs"), 0644, 1000, 1000).xattrs = {
+        {"user.comment", "written by buildcachefs-gen"}, {"user.layer", l}};
+    add(TarEntry::kDir, dir + "xattr-dir/", "", 0755, 1000, 1000).xattrs = {
+        {"user.dir", "a directory with an xattr"}};
+    add(TarEntry::kFile, dir + "setuid", text("#!/bin/sh setuid"), 04755, 0, 0);
+    add(TarEntry::kFile, dir + "setgid", text("setgid"), 02711, 1000, 1000);
+    add(TarEntry::kDir, dir + "sticky/", "", 01777, 0, 0);
+    add(TarEntry::kFile, dir + "sticky/inside", text("in a sticky directory"), 0644, 1001, 1002);
+    add(TarEntry::kFile, dir + "empty", "", 0644, 1000, 1000);
+    // Exactly --file-size bytes: a whole number of eStargz chunks when the
+    // size is a multiple of the chunk size (the last chunkSize is then kept).
+    add(TarEntry::kFile, dir + "exact.bin", rng.Bytes(static_cast<size_t>(o_.file_size)), 0644,
+        1000, 1000);
+    add(TarEntry::kDir, "shared/", "", 0755, 0, 0);
+    if (layer > 0) whiteout("shared/.wh..wh..opq");
+    add(TarEntry::kFile, "shared/from-layer" + l + ".txt", text("shared"), 0644, 0, 0);
+    if (layer > 0) whiteout("layer" + std::to_string(layer - 1) + "/rich/.wh.doomed.txt");
   }
 
   Result<LayerInfo> MakeLayer(int ref, int layer) {
@@ -393,15 +845,24 @@ class Generator {
       entries.push_back({TarEntry::kSymlink, dir + "/symlink", target});
       entries.push_back({TarEntry::kHardlink, dir + "/hardlink", dir + "/" + target});
     }
+    if (o_.rich) AddRichEntries(layer, prefix, &entries);
     int64_t offset = base ? 0 : int64_t{ref} * o_.layers + layer;
     int64_t when = BaseUnixSeconds() + offset;
     BCFS_ASSIGN_OR_RETURN(std::string tar, WriteTar(entries, BaseUnixSeconds()));
-    entries.clear();
 
     LayerInfo info;
     info.diff_id = Sha256Text(tar);
     std::string blob;
     switch (o_.compression) {
+      case Compression::kEstargz: {
+        BCFS_ASSIGN_OR_RETURN(Estargz e,
+                              MakeEstargz(tar, entries, BaseUnixSeconds(), o_.estargz_chunk_size));
+        blob = std::move(e.blob);
+        info.diff_id = std::move(e.diff_id);
+        info.toc_digest = std::move(e.toc_digest);
+        info.uncompressed_size = e.uncompressed_size;
+        break;
+      }
       case Compression::kGzip: {
         BCFS_ASSIGN_OR_RETURN(blob, Gzip(tar));
         break;
@@ -500,7 +961,11 @@ class Generator {
       d["size"] = li.desc.size;
       Json ann = Json::object();  // Go map keys: sorted
       ann["buildkit/createdat"] = li.created_at;
+      if (!li.toc_digest.empty()) ann["containerd.io/snapshot/stargz/toc.digest"] = li.toc_digest;
       ann["containerd.io/uncompressed"] = li.diff_id;
+      if (!li.toc_digest.empty()) {
+        ann["io.containers.estargz.uncompressed-size"] = std::to_string(li.uncompressed_size);
+      }
       d["annotations"] = std::move(ann);
       descs.push_back(std::move(d));
     }
@@ -601,9 +1066,14 @@ Result<ParsedArgs> ParseArgsImpl(const std::vector<std::string>& args) {
       out.help = true;
       continue;
     }
-    static const std::set<std::string> kFlags = {"--out",   "--shape",     "--compression",
-                                                 "--refs",  "--ref-names", "--layers",
-                                                 "--files", "--file-size", "--seed"};
+    if (flag == "--rich") {
+      if (value) return InvalidArgumentError("--rich takes no value");
+      out.options.rich = true;
+      continue;
+    }
+    static const std::set<std::string> kFlags = {
+        "--out",    "--shape", "--compression", "--refs", "--ref-names",
+        "--layers", "--files", "--file-size",   "--seed", "--estargz-chunk-size"};
     if (kFlags.count(flag) == 0) {
       return InvalidArgumentError("unknown argument \"" + args[i] + "\" (see --help)");
     }
@@ -639,6 +1109,8 @@ Result<ParsedArgs> ParseArgsImpl(const std::vector<std::string>& args) {
       BCFS_ASSIGN_OR_RETURN(o.file_size, ParseNumber<int64_t>(flag, *value));
     } else if (flag == "--seed") {
       BCFS_ASSIGN_OR_RETURN(o.seed, ParseNumber<uint64_t>(flag, *value));
+    } else if (flag == "--estargz-chunk-size") {
+      BCFS_ASSIGN_OR_RETURN(o.estargz_chunk_size, ParseNumber<int64_t>(flag, *value));
     }
   }
   if (out.help) return out;
@@ -662,8 +1134,9 @@ Result<Compression> ParseCompression(std::string_view text) noexcept {
   if (text == "gzip") return Compression::kGzip;
   if (text == "zstd") return Compression::kZstd;
   if (text == "uncompressed") return Compression::kUncompressed;
+  if (text == "estargz") return Compression::kEstargz;
   return InvalidArgumentError("--compression: \"" + std::string(text) +
-                              "\" is not one of gzip, zstd, uncompressed");
+                              "\" is not one of gzip, zstd, uncompressed, estargz");
 }
 
 std::string_view ShapeName(Shape shape) noexcept {
@@ -686,13 +1159,16 @@ std::string_view CompressionName(Compression compression) noexcept {
       return "zstd";
     case Compression::kUncompressed:
       return "uncompressed";
+    case Compression::kEstargz:
+      return "estargz";
   }
   return "?";
 }
 
 std::string Usage() noexcept {
   return "usage: buildcachefs-gen --out DIR [--shape image-manifest|index|manifest-list]\n"
-         "                        [--compression gzip|zstd|uncompressed] [--refs N]\n"
+         "                        [--compression gzip|zstd|uncompressed|estargz]\n"
+         "                        [--estargz-chunk-size BYTES] [--rich] [--refs N]\n"
          "                        [--ref-names a,b,...] [--layers N] [--files N]\n"
          "                        [--file-size BYTES] [--seed N] [--help]\n"
          "\n"
@@ -703,7 +1179,14 @@ std::string Usage() noexcept {
          "  --out DIR          directory to create (must not exist, or be empty)\n"
          "  --shape S          top-level cache manifest: image-manifest (default), index,\n"
          "                     manifest-list (Docker media types)\n"
-         "  --compression C    layer compression: gzip (default), zstd, uncompressed\n"
+         "  --compression C    layer compression: gzip (default), zstd, uncompressed,\n"
+         "                     estargz (BuildKit's lossless eStargz: a gzip member per file\n"
+         "                     chunk, the TOC stargz.index.json, the 51-byte footer)\n"
+         "  --estargz-chunk-size BYTES  eStargz chunk size, default 4194304\n"
+         "  --rich             add to every layer: PAX long names and link targets, hard\n"
+         "                     links, devices, a fifo, xattrs, nanosecond mtimes,\n"
+         "                     setuid/setgid/sticky, non-root owners, whiteouts of the\n"
+         "                     layer below and an opaque directory\n"
          "  --refs N           number of refs (tags), default 1\n"
          "  --ref-names LIST   comma-separated tags; default latest, ref1, ref2, ...\n"
          "  --layers N         layers per ref, base layer (shared by all refs) included; default "

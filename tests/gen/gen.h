@@ -1,5 +1,8 @@
 // The fixture generator: writes a BuildKit-format `type=local` cache directory
-// (FORMATS.md §1–§3) deterministically from a seed.
+// (FORMATS.md §1–§3) deterministically from a seed. Layers are gzip, zstd,
+// uncompressed or eStargz (§9.2, as BuildKit's lossless eStargz writer lays
+// them out), optionally "rich": every tar entry kind and PAX feature a layer
+// can carry, and overlay whiteouts between the layers of a chain.
 //
 // It is the independent route the tests compare the readers against, so it
 // uses no project module except core/digest.h for SHA-256. Every function here
@@ -25,7 +28,10 @@ enum class Shape {
   kManifestList,   // application/vnd.docker.distribution.manifest.list.v2+json
 };
 
-enum class Compression { kGzip, kZstd, kUncompressed };
+enum class Compression { kGzip, kZstd, kUncompressed, kEstargz };
+
+// stargz-snapshotter's default chunk size (BuildKit keeps it).
+inline constexpr int64_t kDefaultEstargzChunkSize = int64_t{4} << 20;
 
 struct GenOptions {
   std::string out_dir;  // created; must not exist or be an empty directory
@@ -38,6 +44,15 @@ struct GenOptions {
   int files = 4;             // regular files per layer
   int64_t file_size = 4096;  // approximate size of each file
   uint64_t seed = 1;
+  // eStargz only: uncompressed bytes per chunk; every chunk of every regular
+  // file starts a new gzip member.
+  int64_t estargz_chunk_size = kDefaultEstargzChunkSize;
+  // Adds to every layer: PAX long names and link targets, hard links, char and
+  // block devices, a fifo, xattrs, nanosecond mtimes, setuid/setgid/sticky,
+  // non-root owners with user and group names, a file of exactly file_size
+  // bytes, an opaque directory and (above the base) a whiteout of a file of
+  // the layer below. Off by default: the plain layers stay byte-identical.
+  bool rich = false;
 };
 
 struct ParsedArgs {
@@ -54,7 +69,7 @@ struct GeneratedRef {
 
 // "image-manifest" | "index" | "manifest-list".
 Result<Shape> ParseShape(std::string_view text) noexcept;
-// "gzip" | "zstd" | "uncompressed".
+// "gzip" | "zstd" | "uncompressed" | "estargz".
 Result<Compression> ParseCompression(std::string_view text) noexcept;
 std::string_view ShapeName(Shape shape) noexcept;
 std::string_view CompressionName(Compression compression) noexcept;
