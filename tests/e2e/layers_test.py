@@ -10,7 +10,10 @@ nanoseconds exactly), sizes, symlink targets, hard links, devices, fifos, xattrs
 byte of every regular file. Fixtures from ../shared are copied to a temp dir first; nothing
 in ../shared is written.
 
-  1. FixtureLayers / GeneratedLayers: every layer of every fixture and generated cache.
+  1. FixtureLayers / GeneratedLayers: every layer of every fixture and generated cache,
+     including generated eStargz layers in 64 KiB chunks and `--rich` layers (PAX long
+     names and link targets, hard links, devices, a fifo, xattrs, ns mtimes, special modes,
+     owners, whiteouts, an opaque dir) in gzip, zstd, uncompressed and eStargz.
   2. The refs/<ref>/layers/NNN-<hex12> links resolve to the layer folders.
   3. HandMadeLayers: layers built here with what the fixtures lack (devices, fifos, PAX
      mtimes, xattrs, setuid/setgid/sticky, big uids, hard links with 4 names, duplicates,
@@ -41,6 +44,7 @@ import tarfile
 import tempfile
 import threading
 import unittest
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -640,6 +644,131 @@ class GeneratedLayers(Base):
 
     def test_generated_uncompressed_layers_match_their_tars(self):
         self.check_generated("uncompressed")
+
+    def generate_variant(self, name, compression, rich=False, file_size=None, chunk=None):
+        out = os.path.join(self.tmp, name)
+        cmd = [ARGS.gen, "--out", out, "--shape", "index", "--compression", compression,
+               "--refs", "2", "--ref-names", "latest,feature/x", "--seed", "5"]
+        if rich:
+            cmd.append("--rich")
+        if file_size is not None:
+            cmd += ["--file-size", str(file_size)]
+        if chunk is not None:
+            cmd += ["--estargz-chunk-size", str(chunk)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return out
+
+    def check_estargz_blobs(self, root, chunk):
+        """The generated layers are eStargz (FORMATS.md §9.2), checked here by another
+        route than the generator's own test: the footer points at a gzip member holding
+        only stargz.index.json, whose SHA-256 is the descriptor's toc.digest annotation,
+        and whose chunks cover each file with their digests."""
+        descs = {}
+        with open(os.path.join(root, "index.json")) as f:
+            index = json.load(f)
+        for m in index["manifests"]:
+            top = json.loads(read_blob(root, m["digest"]))
+            for d in top.get("layers", []) + top.get("manifests", []):
+                if d["mediaType"] != CACHECONFIG:
+                    descs[d["digest"]] = d
+        self.assertTrue(descs)
+        multi = 0
+        for digest, d in sorted(descs.items()):
+            with self.subTest(estargz=digest):
+                self.assertEqual(d["mediaType"], LAYER_GZIP)
+                blob = read_blob(root, digest)
+                footer = blob[-51:]
+                self.assertEqual(footer[:16], b"\x1f\x8b\x08\x04\0\0\0\0\0\xff\x1a\x00SG\x16\x00")
+                self.assertEqual(footer[32:38], b"STARGZ")
+                toc_off = int(footer[16:32], 16)
+                z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                toc_tar = z.decompress(blob[toc_off:])
+                self.assertEqual(z.unused_data, footer, "the TOC member ends at the footer")
+                members = tarfile.open(fileobj=io.BytesIO(toc_tar), mode="r:").getmembers()
+                self.assertEqual([m.name for m in members], ["stargz.index.json"])
+                toc_json = toc_tar[512:512 + members[0].size]
+                ann = d["annotations"]
+                self.assertEqual(ann["containerd.io/snapshot/stargz/toc.digest"], sha256(toc_json))
+                whole = gzip.decompress(blob)
+                self.assertEqual(ann["io.containers.estargz.uncompressed-size"], str(len(whole)))
+                self.assertEqual(ann["containerd.io/uncompressed"], sha256(whole))
+                files = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(whole), mode="r:")}
+                tf = tarfile.open(fileobj=io.BytesIO(whole), mode="r:")
+                data = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+                name = None
+                for e in json.loads(toc_json)["entries"]:
+                    if e["type"] == "reg":
+                        name = e["name"]
+                        self.assertEqual(e.get("size", 0), files[name].size)
+                        self.assertEqual(e["digest"], sha256(data[name]))
+                    if e["type"] not in ("reg", "chunk") or "offset" not in e:
+                        continue
+                    self.assertEqual(e["name"], name)
+                    off = e.get("chunkOffset", 0)
+                    size = e.get("chunkSize", 0) or len(data[name]) - off
+                    multi += off > 0
+                    piece = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(
+                        blob[e["offset"]:])[:size]
+                    self.assertEqual(piece, data[name][off:off + size], (name, off))
+                    self.assertEqual(e["chunkDigest"], sha256(piece))
+                    self.assertLessEqual(size, chunk)
+        self.assertGreater(multi, 0, "some file has several chunks")
+
+    def test_generated_estargz_layers_in_small_chunks_match_their_tars(self):
+        root = self.generate_variant("gen-estargz", "estargz", file_size=200000, chunk=65536)
+        self.check_estargz_blobs(root, 65536)
+        mnt = self.mount([self.local(root)])
+        self.check_source_layers(mnt, "gen-estargz", root)
+
+    def check_rich(self, compression):
+        name = "gen-rich-" + compression
+        # 2 x 64 KiB: exact.bin is a whole number of eStargz chunks.
+        root = self.generate_variant(name, compression, rich=True, file_size=131072,
+                                     chunk=65536 if compression == "estargz" else None)
+        if compression == "estargz":
+            self.check_estargz_blobs(root, 65536)
+        model = mt.SourceModel(root, name, self.local(root))
+        with self.subTest(check="the generated layers have what --rich promises"):
+            for digest in sorted(layer_blobs(model)):
+                paths, skipped = tar_model(decompress(read_blob(root, digest)), 0)
+                self.assertEqual(skipped, [])
+                nodes = list(paths.values())
+                kinds = {n.kind for n in nodes}
+                self.assertTrue({"f", "d", "l", "c", "b", "p"} <= kinds, kinds)
+                self.assertTrue(any(n.xattrs for n in nodes if n.kind == "f"))
+                self.assertTrue(any(n.xattrs for n in nodes if n.kind == "d"))
+                self.assertTrue(any(n.mtime_ns % 10 ** 9 for n in nodes), "ns mtimes")
+                for bit in (0o4000, 0o2000, 0o1000):
+                    self.assertTrue(any(n.mode & bit for n in nodes), oct(bit))
+                self.assertTrue(any(n.uid not in (0,) and n.gid not in (0,) for n in nodes))
+                self.assertTrue(any(len(p.rsplit("/", 1)[-1]) > 100 for p in paths))
+                self.assertTrue(any(n.kind == "l" and len(n.target) > 100 for n in nodes))
+                self.assertGreaterEqual(max(names_per_node(paths).values()), 2, "hard links")
+        mnt = self.mount([self.local(root)])
+        self.check_source_layers(mnt, name, root)
+        with self.subTest(check="whiteouts and the opaque marker are shown as they are"):
+            upper = 0
+            for digest in sorted(layer_blobs(model)):
+                top = self.layer_dir(mnt, name, digest)
+                if os.path.lexists(os.path.join(top, "shared", ".wh..wh..opq")):
+                    upper += 1
+                    whs = [p for p in walk_paths(top) if p.endswith("/rich/.wh.doomed.txt")]
+                    self.assertEqual(len(whs), 1, whs)
+                    self.assertEqual(os.lstat(os.path.join(top, whs[0])).st_size, 0)
+            self.assertEqual(upper, len(layer_blobs(model)) - 1, "every layer but the base")
+
+    def test_generated_rich_gzip_layers_match_their_tars(self):
+        self.check_rich("gzip")
+
+    def test_generated_rich_zstd_layers_match_their_tars(self):
+        self.check_rich("zstd")
+
+    def test_generated_rich_uncompressed_layers_match_their_tars(self):
+        self.check_rich("uncompressed")
+
+    def test_generated_rich_estargz_layers_match_their_tars(self):
+        self.check_rich("estargz")
 
     def test_find_as_the_first_access_lists_every_entry(self):
         # Before indexing the folder reports nlink 1 so that find does not skip
