@@ -130,6 +130,9 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
       if (auto diff = Digest::Parse(d->Annotation(formats::annotation::kUncompressed)); diff.ok()) {
         li.diff_id = *diff;
       }
+      if (auto toc = Digest::Parse(d->Annotation(formats::annotation::kStargzToc)); toc.ok()) {
+        li.toc_digest = *toc;
+      }
       if (auto t = ParseRfc3339(d->Annotation(formats::annotation::kCreatedAt)); t.ok()) {
         li.created = *t;
       }
@@ -140,6 +143,9 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
       tmp.media_type = li.media_type;
       if (d != nullptr) tmp.annotations = d->annotations;
       li.compression = formats::LayerCompression(tmp);
+      if (auto toc = Digest::Parse(tmp.Annotation(formats::annotation::kStargzToc)); toc.ok()) {
+        li.toc_digest = *toc;
+      }
       li.diff_id = cl.annotations->diff_id;
       li.created = cl.annotations->created_at;
     } else {

@@ -37,6 +37,7 @@ struct LayerInfo {
   std::string media_type;
   std::string compression;  // gzip, zstd, estargz, uncompressed, unknown
   Digest diff_id;
+  Digest toc_digest;  // eStargz: containerd.io/snapshot/stargz/toc.digest, empty when none
   TimeNs created = 0;
   bool listed = true;        // the manifest (or annotations) lists the blob
   bool present = true;       // the source holds the blob

@@ -17,8 +17,10 @@
 #include <unordered_map>
 
 #include "backends/naming.h"
+#include "core/base64.h"
 #include "core/log.h"
 #include "formats/compression.h"
+#include "formats/estargz.h"
 #include "formats/tar.h"
 
 namespace bcfs::tree {
@@ -68,18 +70,129 @@ class FdSource : public formats::ByteSource {
   uint64_t size_;
 };
 
-// One layer blob shown as a directory: indexed once, on first use.
+// A blob of which only [start, start + bytes.size()) is at hand (fetched by
+// range); reads outside it fail.
+class WindowSource : public formats::ByteSource {
+ public:
+  WindowSource(uint64_t size, uint64_t start, std::string_view bytes)
+      : size_(size), start_(start), bytes_(bytes) {}
+  uint64_t size() const override { return size_; }
+  Status ReadAt(uint64_t offset, std::span<char> out) override {
+    if (offset < start_ || offset - start_ > bytes_.size() ||
+        out.size() > bytes_.size() - (offset - start_)) {
+      return InternalError("read [" + std::to_string(offset) + ", +" + std::to_string(out.size()) +
+                           ") outside the fetched range");
+    }
+    std::memcpy(out.data(), bytes_.data() + (offset - start_), out.size());
+    return OkStatus();
+  }
+
+ private:
+  uint64_t size_, start_;
+  std::string_view bytes_;
+};
+
+// Exactly out.size() bytes at offset of fd.
+Status FdRead(int fd, uint64_t offset, std::span<char> out) {
+  FdSource src(fd, offset + out.size());
+  return src.ReadAt(offset, out);
+}
+
+// The encoding of layer rows in the index (index::LayerIndexRow::format):
+// bump it when what a row means changes, and layers are indexed again.
+constexpr int kLayerIndexFormat = 1;
+// The derived copy of a layer is checked in blocks of this size against the
+// digests its indexing pass recorded, before a block is first served.
+constexpr uint64_t kDerivedBlock = 4u << 20;
+// A compressed layer whose tar stream grows past this is cut there (entries
+// whose data lies before the cut stay readable): the bound on the work one
+// hostile blob can cause. Deflate cannot exceed ~1032x; zstd can.
+uint64_t ExpansionLimit(uint64_t blob_size) { return blob_size * 1100 + (1ull << 30); }
+
+// What the layers of a tree have cost, for status.json and the tests.
+struct LayerCounters {
+  std::atomic<uint64_t> passes{0};           // decompression passes that indexed a layer
+  std::atomic<uint64_t> loaded{0};           // layers listed from the index without a pass
+  std::atomic<uint64_t> inflated{0};         // bytes decompressed to serve reads
+  std::atomic<uint64_t> derived_checked{0};  // derived bytes checked against their block digests
+  std::atomic<uint64_t> toc_listed{0};       // eStargz layers listed from their TOC
+  std::atomic<uint64_t> chunk_bytes{0};      // compressed bytes fetched for eStargz chunks
+};
+
+// One layer blob shown as a directory: indexed once, on first use, or listed
+// from the index when an earlier mount indexed it.
 struct LayerState {
   std::shared_ptr<BlobRef> blob;
+  std::shared_ptr<LayerCounters> counters;
   TimeNs mtime = 0;
   std::mutex mu;  // serializes the indexing of this layer
   std::atomic<bool> expanded{false};
   // Set once under `mu` before `expanded`; read-only afterwards.
-  int fd = -1;          // the verified blob, kept open while the tree lives
-  int derived_fd = -1;  // the uncompressed tar stream, when a derived copy was made
   formats::Compression compression = formats::Compression::kUncompressed;
   formats::SeekIndex index;
-  std::string error;  // why it could not be indexed, or which entries were skipped
+  std::string error;    // why it could not be (fully) indexed, or which entries were skipped
+  int derived_fd = -1;  // the uncompressed tar stream, when there is a derived copy
+  // Expected sha256 (hex) of each kDerivedBlock of a derived copy made by an
+  // earlier mount; empty when this mount wrote it (nothing to check).
+  std::vector<std::string> derived_blocks;
+  std::unique_ptr<std::atomic<bool>[]> block_ok;  // per derived block: checked
+  std::atomic<bool> derived_bad{false};           // a block mismatched: use the blob
+
+  // eStargz layers of registry sources whose descriptor pins the TOC digest:
+  // listed from the TOC and read chunk by chunk, each chunk checked against
+  // its chunkDigest, while the blob is not in the store. Set under `mu`
+  // before `expanded`.
+  Digest toc_digest;
+  std::function<Result<std::string>(uint64_t, uint64_t)> fetch_range;  // raw blob bytes
+  std::shared_ptr<const formats::estargz::Toc> toc;  // set when listed from the TOC
+  std::mutex chunk_mu;
+  // Recently read verified chunks by blob offset of their member and inner offset.
+  std::list<std::pair<std::pair<uint64_t, uint64_t>, std::shared_ptr<const std::string>>>
+      chunks;  // GUARDED_BY(chunk_mu)
+  static constexpr size_t kCachedChunks = 16;
+
+  // The verified blob, opened on first need: a layer listed from the index
+  // needs none until a file is read without a derived copy.
+  std::function<Result<int>()> open_blob;
+  std::mutex fd_mu;
+  int fd = -1;  // GUARDED_BY(fd_mu)
+
+  Result<int> BlobFd() {
+    std::lock_guard<std::mutex> lock(fd_mu);
+    if (fd < 0) {
+      BCFS_ASSIGN_OR_RETURN(int f, open_blob());
+      fd = f;
+    }
+    return fd;
+  }
+
+  // True when [pos, pos + len) of the tar stream can be served from the
+  // derived copy: it exists, covers the range and every block of it matched
+  // its digest (checked here once per block and mount).
+  bool DerivedReady(uint64_t pos, uint64_t len) {
+    if (derived_fd < 0 || derived_bad.load(std::memory_order_acquire)) return false;
+    if (pos > index.uncompressed_size || len > index.uncompressed_size - pos) return false;
+    if (derived_blocks.empty() || len == 0) return true;
+    for (uint64_t b = pos / kDerivedBlock; b <= (pos + len - 1) / kDerivedBlock; ++b) {
+      if (block_ok[b].load(std::memory_order_acquire)) continue;
+      const uint64_t start = b * kDerivedBlock;
+      const uint64_t n = std::min(kDerivedBlock, index.uncompressed_size - start);
+      std::string bytes(static_cast<size_t>(n), '\0');
+      Status st = FdRead(derived_fd, start, std::span<char>(bytes));
+      if (st.ok() && Digest::Sha256Of(bytes).hex() != derived_blocks[b]) {
+        st = CorruptError("block " + std::to_string(b) + " does not match its digest");
+      }
+      if (!st.ok()) {
+        LOG_WARNING("layer " << blob->digest.ToString() << ": derived copy unusable ("
+                             << st.message() << "); reading the blob instead");
+        derived_bad.store(true, std::memory_order_release);
+        return false;
+      }
+      counters->derived_checked += n;
+      block_ok[b].store(true, std::memory_order_release);
+    }
+    return true;
+  }
 
   // Recently decompressed spans (between two seek points), most recent first:
   // reading many small files in tar order would otherwise inflate the same
@@ -93,6 +206,171 @@ struct LayerState {
     if (fd >= 0) ::close(fd);
     if (derived_fd >= 0) ::close(derived_fd);
   }
+};
+
+// Rarer entry facts (sparse maps, xattrs) as one JSON value in the index;
+// "" when the entry has none.
+std::string EncodeExtra(const formats::TarEntry& e) {
+  if (e.sparse.empty() && e.xattrs.empty()) return "";
+  OJson j = OJson::object();
+  if (!e.sparse.empty()) {
+    OJson sp = OJson::array();
+    for (const auto& c : e.sparse) sp.push_back({c.logical_offset, c.length, c.stream_offset});
+    j["sparse"] = sp;
+  }
+  if (!e.xattrs.empty()) {
+    OJson xs = OJson::array();
+    for (const auto& [k, v] : e.xattrs) xs.push_back({Base64Encode(k), Base64Encode(v)});
+    j["xattrs"] = xs;
+  }
+  return j.dump();
+}
+
+Status DecodeExtra(std::string_view text, formats::TarEntry* e) {
+  if (text.empty()) return OkStatus();
+  try {
+    OJson j = OJson::parse(text);
+    if (j.contains("sparse")) {
+      for (const auto& c : j.at("sparse")) {
+        e->sparse.push_back(formats::TarSparseChunk{
+            c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>(), c.at(2).get<uint64_t>()});
+      }
+    }
+    if (j.contains("xattrs")) {
+      for (const auto& x : j.at("xattrs")) {
+        BCFS_ASSIGN_OR_RETURN(std::string k, Base64Decode(x.at(0).get<std::string>()));
+        BCFS_ASSIGN_OR_RETURN(std::string v, Base64Decode(x.at(1).get<std::string>()));
+        e->xattrs.emplace_back(std::move(k), std::move(v));
+      }
+    }
+  } catch (const std::exception& ex) {
+    return CorruptError(std::string("entry extras: ") + ex.what());
+  }
+  return OkStatus();
+}
+
+index::LayerEntryRow ToRow(const formats::TarEntry& e) {
+  index::LayerEntryRow r;
+  r.path = e.path;
+  r.type = std::string(formats::TarTypeName(e.type));
+  r.mode = e.mode;
+  r.uid = e.uid;
+  r.gid = e.gid;
+  r.size = e.size;
+  r.mtime_sec = e.mtime_sec;
+  r.mtime_nsec = e.mtime_nsec;
+  r.link_target = e.link_target;
+  r.dev_major = e.dev_major;
+  r.dev_minor = e.dev_minor;
+  r.data_offset = e.data_offset;
+  r.extra = EncodeExtra(e);
+  return r;
+}
+
+Result<formats::TarEntry> FromRow(const index::LayerEntryRow& r) {
+  formats::TarEntry e;
+  bool known = false;
+  for (formats::TarType t :
+       {formats::TarType::kFile, formats::TarType::kDir, formats::TarType::kSymlink,
+        formats::TarType::kHardlink, formats::TarType::kChar, formats::TarType::kBlock,
+        formats::TarType::kFifo}) {
+    if (formats::TarTypeName(t) == r.type) {
+      e.type = t;
+      known = true;
+    }
+  }
+  if (!known) return CorruptError("entry \"" + r.path + "\": unknown type \"" + r.type + "\"");
+  e.path = r.path;
+  e.mode = r.mode;
+  e.uid = r.uid;
+  e.gid = r.gid;
+  e.size = r.size;
+  e.mtime_sec = r.mtime_sec;
+  e.mtime_nsec = r.mtime_nsec;
+  e.link_target = r.link_target;
+  e.dev_major = r.dev_major;
+  e.dev_minor = r.dev_minor;
+  e.data_offset = r.data_offset;
+  BCFS_RETURN_IF_ERROR(DecodeExtra(r.extra, &e).WithContext("entry \"" + r.path + "\""));
+  return e;
+}
+
+// Writes a layer's uncompressed tar stream to an unnamed file while it is
+// indexed, with a sha256 per kDerivedBlock, and names it once complete.
+class DerivedWriter {
+ public:
+  DerivedWriter(int fd, uint64_t cap, std::string doc) : fd_(fd), cap_(cap), doc_(std::move(doc)) {}
+  ~DerivedWriter() { Drop(); }
+
+  bool active() const { return fd_ >= 0; }
+
+  void Write(std::string_view chunk) {
+    if (fd_ < 0) return;
+    if (written_ + chunk.size() > cap_) {
+      LOG_WARNING(doc_ << ": no derived copy: it would exceed " << cap_ << " bytes");
+      Drop();
+      return;
+    }
+    size_t off = 0;
+    while (off < chunk.size()) {
+      ssize_t n =
+          ::pwrite(fd_, chunk.data() + off, chunk.size() - off, static_cast<off_t>(written_ + off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        LOG_WARNING(doc_ << ": no derived copy (" << std::strerror(errno) << ")");
+        Drop();
+        return;
+      }
+      off += static_cast<size_t>(n);
+    }
+    written_ += chunk.size();
+    while (!chunk.empty()) {
+      const size_t n =
+          static_cast<size_t>(std::min<uint64_t>(chunk.size(), kDerivedBlock - in_block_));
+      if (!hash_) hash_ = std::make_unique<Sha256>();
+      hash_->Update(chunk.data(), n);
+      in_block_ += n;
+      chunk.remove_prefix(n);
+      if (in_block_ == kDerivedBlock) EndBlock();
+    }
+  }
+
+  // The block digests of what was written (hex, concatenated); ends the last block.
+  std::string Finish() {
+    if (in_block_ > 0) EndBlock();
+    return digests_;
+  }
+
+  // Gives `path` to the written file (kept unnamed when that fails: another
+  // mount may have named its own copy first) and hands the fd over.
+  int Release(const std::string& path) {
+    if (fd_ < 0) return -1;
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0 &&
+        errno != EEXIST) {
+      LOG_WARNING(doc_ << ": derived copy not kept as " << path << ": " << std::strerror(errno));
+    }
+    return std::exchange(fd_, -1);
+  }
+
+ private:
+  void EndBlock() {
+    digests_ += hash_->Finish().hex();
+    hash_.reset();
+    in_block_ = 0;
+  }
+  void Drop() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  int fd_;
+  uint64_t cap_;
+  std::string doc_;
+  uint64_t written_ = 0;
+  std::unique_ptr<Sha256> hash_;
+  uint64_t in_block_ = 0;
+  std::string digests_;
 };
 
 }  // namespace
@@ -187,14 +465,20 @@ class LayerFile : public OpenFile {
     ReadSpan span;
     if (offset >= size_) return span;
     const size_t len = static_cast<size_t>(std::min<uint64_t>(size, size_ - offset));
-    if (sparse_.empty() && layer_->derived_fd >= 0) {
+    if (layer_->toc) {
+      span.bytes.assign(len, '\0');
+      BCFS_RETURN_IF_ERROR(TocRead(offset, std::span<char>(span.bytes)));
+      span.length = len;
+      return span;
+    }
+    if (sparse_.empty() && layer_->DerivedReady(offset_ + offset, len)) {
       span.fd = layer_->derived_fd;
       span.fd_offset = offset_ + offset;
       span.length = len;
       return span;
     }
     if (sparse_.empty() && layer_->compression == formats::Compression::kUncompressed) {
-      span.fd = layer_->fd;
+      BCFS_ASSIGN_OR_RETURN(span.fd, layer_->BlobFd());
       span.fd_offset = offset_ + offset;
       span.length = len;
       return span;
@@ -217,12 +501,65 @@ class LayerFile : public OpenFile {
   }
 
  private:
-  Status StreamRead(uint64_t at, std::span<char> out) {
-    if (layer_->derived_fd >= 0) {
-      FdSource derived(layer_->derived_fd, layer_->index.uncompressed_size);
-      return derived.ReadAt(at, out);
+  // A file of a layer listed from its eStargz TOC: offset_ is its entry's
+  // index in the TOC. Each chunk is fetched alone (one ranged request for its
+  // gzip member), inflated and checked against its chunkDigest.
+  Status TocRead(uint64_t at, std::span<char> out) {
+    const formats::estargz::Toc& toc = *layer_->toc;
+    const formats::estargz::Entry& e = toc.entries[offset_];
+    const uint64_t end = at + out.size();
+    for (const formats::estargz::Chunk& c : e.chunks) {
+      if (c.chunk_offset + c.chunk_size <= at || c.chunk_offset >= end) continue;
+      BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, TocChunk(e, c));
+      const uint64_t lo = std::max(at, c.chunk_offset),
+                     hi = std::min(end, c.chunk_offset + c.chunk_size);
+      std::memcpy(out.data() + (lo - at), bytes->data() + (lo - c.chunk_offset), hi - lo);
     }
-    FdSource src(layer_->fd, layer_->blob->size);
+    return OkStatus();
+  }
+
+  Result<std::shared_ptr<const std::string>> TocChunk(const formats::estargz::Entry& e,
+                                                      const formats::estargz::Chunk& c) {
+    const auto key = std::make_pair(c.offset, c.inner_offset);
+    {
+      std::lock_guard<std::mutex> lock(layer_->chunk_mu);
+      for (auto it = layer_->chunks.begin(); it != layer_->chunks.end(); ++it) {
+        if (it->first == key) {
+          layer_->chunks.splice(layer_->chunks.begin(), layer_->chunks, it);
+          return layer_->chunks.front().second;
+        }
+      }
+    }
+    if (c.next_offset <= c.offset) {
+      return CorruptError("layer " + layer_->blob->digest.ToString() + ": eStargz chunk of \"" +
+                          e.name + "\" has no extent");
+    }
+    // A chunk that does not match its digest is fetched once more, then EIO.
+    std::string bytes(static_cast<size_t>(c.chunk_size), '\0');
+    Status st;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      BCFS_ASSIGN_OR_RETURN(std::string member,
+                            layer_->fetch_range(c.offset, c.next_offset - c.offset));
+      layer_->counters->chunk_bytes += member.size();
+      WindowSource window(layer_->blob->size, c.offset, member);
+      st = formats::estargz::ReadFileRange(window, *layer_->toc, e.name, c.chunk_offset,
+                                           std::span<char>(bytes), /*verify_chunks=*/true);
+      if (st.ok()) break;
+      st = st.WithContext("layer " + layer_->blob->digest.ToString());
+      LOG_WARNING(st.message() << (attempt == 0 ? "; fetching it once more" : ""));
+    }
+    if (!st.ok()) return st;
+    auto chunk = std::make_shared<const std::string>(std::move(bytes));
+    std::lock_guard<std::mutex> lock(layer_->chunk_mu);
+    layer_->chunks.emplace_front(key, chunk);
+    if (layer_->chunks.size() > LayerState::kCachedChunks) layer_->chunks.pop_back();
+    return chunk;
+  }
+
+  Status StreamRead(uint64_t at, std::span<char> out) {
+    if (layer_->DerivedReady(at, out.size())) return FdRead(layer_->derived_fd, at, out);
+    BCFS_ASSIGN_OR_RETURN(int fd, layer_->BlobFd());
+    FdSource src(fd, layer_->blob->size);
     if (layer_->compression == formats::Compression::kUncompressed) return src.ReadAt(at, out);
     const auto& points = layer_->index.points;
     size_t done = 0;
@@ -232,15 +569,13 @@ class LayerFile : public OpenFile {
       auto it = std::upper_bound(
           points.begin(), points.end(), pos,
           [](uint64_t v, const formats::SeekPoint& p) { return v < p.out_offset; });
-      if (it == points.begin()) {
+      const uint64_t start = it == points.begin() ? 0 : std::prev(it)->out_offset;
+      const uint64_t end = it == points.end() ? layer_->index.uncompressed_size : it->out_offset;
+      if (it == points.begin() || end <= pos || end - start > LayerState::kMaxCachedSpan) {
+        layer_->counters->inflated += pos - start + (out.size() - done);
         return formats::ReadUncompressed(src, layer_->index, pos, out.subspan(done));
       }
       const size_t idx = static_cast<size_t>(it - points.begin()) - 1;
-      const uint64_t start = points[idx].out_offset;
-      const uint64_t end = it == points.end() ? layer_->index.uncompressed_size : it->out_offset;
-      if (end <= pos || end - start > LayerState::kMaxCachedSpan) {
-        return formats::ReadUncompressed(src, layer_->index, pos, out.subspan(done));
-      }
       BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> span, Span(src, idx, start, end));
       const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size() - done, end - pos));
       std::memcpy(out.data() + done, span->data() + (pos - start), n);
@@ -261,6 +596,7 @@ class LayerFile : public OpenFile {
       }
     }
     std::string bytes(static_cast<size_t>(end - start), '\0');
+    layer_->counters->inflated += bytes.size();
     BCFS_RETURN_IF_ERROR(
         formats::ReadUncompressed(src, layer_->index, start, std::span<char>(bytes)));
     auto span = std::make_shared<const std::string>(std::move(bytes));
@@ -369,6 +705,7 @@ struct Tree::Impl {
   store::ContentStore* store = nullptr;
   std::string derived_dir;
   TimeNs mount_time = 0;
+  std::shared_ptr<LayerCounters> layer_counters = std::make_shared<LayerCounters>();
 
   std::mutex index_mu;  // guards *index (one thread at a time)
 
@@ -695,9 +1032,21 @@ struct Tree::Impl {
           ld->xattrs["digest"] = l.blob.ToString();
           if (!l.media_type.empty()) ld->xattrs["mediatype"] = l.media_type;
           layer_dirs[l.blob] = ld;
-          ld->layer = std::make_shared<LayerState>();
-          ld->layer->blob = blobs[l.blob];
-          ld->layer->mtime = blob_mtimes[l.blob];
+          auto state = std::make_shared<LayerState>();
+          state->blob = blobs[l.blob];
+          state->counters = layer_counters;
+          state->mtime = blob_mtimes[l.blob];
+          BlobRef* blob = state->blob.get();
+          state->open_blob = [this, blob] { return OpenVerified(*blob); };
+          // eStargz chunk reads: only where the descriptor pins the TOC digest
+          // and the source is a registry (DESIGN.md §2 "Verification").
+          if (!l.toc_digest.empty() && info.type == "registry") {
+            state->toc_digest = l.toc_digest;
+            state->fetch_range = [this, blob](uint64_t off, uint64_t len) {
+              return FetchRange(*blob, off, len);
+            };
+          }
+          ld->layer = std::move(state);
         }
       }
     }
@@ -755,6 +1104,13 @@ struct Tree::Impl {
       srcs.push_back(s);
     }
     out["sources"] = srcs;
+    const LayerCounters& lc = *layer_counters;
+    out["layers"] = {{"indexing_passes", lc.passes.load()},
+                     {"loaded_from_index", lc.loaded.load()},
+                     {"bytes_inflated_for_reads", lc.inflated.load()},
+                     {"derived_bytes_checked", lc.derived_checked.load()},
+                     {"listed_from_estargz_toc", lc.toc_listed.load()},
+                     {"estargz_chunk_bytes_fetched", lc.chunk_bytes.load()}};
     return out.dump(2, ' ', false, OJson::error_handler_t::replace) + "\n";
   }
 
@@ -909,10 +1265,13 @@ struct Tree::Impl {
 
   // ---- layers ----
 
-  // Indexes a layer folder's tar on first use: the blob is verified (and
-  // fetched) first, the tar indexed in one pass that also records seek points,
-  // then the nodes are inserted under the exclusive lock. Errors are kept as
-  // the folder's user.buildcachefs.error; the folder then stays empty.
+  // Indexes a layer folder's tar on first use, or lists it from the index
+  // when an earlier mount indexed it (no decompression pass then). A fresh
+  // pass verifies (and fetches) the blob first, reads the tar once, recording
+  // seek points and writing a derived uncompressed copy, and stores what it
+  // found in the index. The nodes are inserted under the exclusive lock.
+  // Problems are kept as the folder's user.buildcachefs.error; entries read
+  // before a damaged spot stay.
   void EnsureExpanded(Node* n) {
     if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return;
     LayerState& layer = *n->layer;
@@ -921,85 +1280,297 @@ struct Tree::Impl {
     if (layer.expanded.load(std::memory_order_acquire)) return;
     std::vector<formats::TarEntry> entries;
     std::vector<std::string> warnings;
-    Status st = IndexLayer(layer, &entries, &warnings);
-    if (st.ok()) {
+    std::string failure;
+    bool listed = false;
+    if (!layer.toc_digest.empty() && store != nullptr && !store->IsComplete(layer.blob->digest)) {
+      Status st = ReadTocLayer(layer, &entries, &warnings);
+      listed = st.ok();
+      if (!st.ok()) {
+        LOG_WARNING(st.message() << "; fetching the whole blob instead");
+        entries.clear();
+        warnings.clear();
+      }
+    }
+    if (!listed && !LoadLayer(layer, &entries, &warnings)) {
+      Status st = IndexLayer(layer, &entries, &warnings);
+      if (!st.ok()) failure = st.message();
+    }
+    {
       std::unique_lock<std::shared_mutex> lock(nodes_mu);
       InsertLayerEntries(n, entries, &warnings);
     }
-    if (!st.ok()) {
-      layer.error = st.message();
+    if (!failure.empty()) {
+      layer.error = failure;
       LOG_WARNING("source " << sources[layer.blob->source].name << ": layer "
                             << layer.blob->digest.ToString() << ": " << layer.error);
-    } else if (!warnings.empty()) {
+    }
+    if (!warnings.empty()) {
       std::string joined = "skipped entries:";
       for (const auto& w : warnings) joined += " " + w + ";";
       joined.pop_back();
-      layer.error = joined;
+      layer.error += (layer.error.empty() ? "" : "; ") + joined;
     }
     layer.expanded.store(true, std::memory_order_release);
   }
 
+  // Raw bytes of a remote blob, by range (not verified: eStargz chunks are
+  // checked against their chunkDigest, the TOC against the pinned digest).
+  Result<std::string> FetchRange(const BlobRef& b, uint64_t offset, uint64_t length) {
+    if (offset > b.size || length > b.size - offset) {
+      return CorruptError("blob " + b.digest.ToString() + ": range [" + std::to_string(offset) +
+                          ", +" + std::to_string(length) + ") is outside its " +
+                          std::to_string(b.size) + " bytes");
+    }
+    std::string out(static_cast<size_t>(length), '\0');
+    size_t done = 0;
+    while (done < out.size()) {
+      BCFS_ASSIGN_OR_RETURN(
+          size_t n, sources[b.source].backend->ReadBlob(b.digest, offset + done,
+                                                        std::span<char>(out).subspan(done)));
+      if (n == 0) {
+        return CorruptError("blob " + b.digest.ToString() + " ended at " +
+                            std::to_string(offset + done) + " bytes, before its descriptor's size");
+      }
+      done += n;
+    }
+    return out;
+  }
+
+  // Lists an eStargz layer from its TOC: the footer and the TOC are fetched
+  // by range (two requests), the TOC checked against the descriptor's
+  // toc.digest annotation; file entries keep their TOC index in data_offset.
+  Status ReadTocLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
+                      std::vector<std::string>* warnings) {
+    namespace sgz = formats::estargz;
+    const uint64_t size = layer.blob->size;
+    const std::string doc = "layer " + layer.blob->digest.ToString();
+    if (size < sgz::kFooterSize) return CorruptError(doc + ": too short for an eStargz footer");
+    BCFS_ASSIGN_OR_RETURN(std::string tail,
+                          layer.fetch_range(size - sgz::kFooterSize, sgz::kFooterSize));
+    auto footer = sgz::ParseFooter(tail);
+    if (!footer.ok()) return footer.status().WithContext(doc);
+    if (footer->toc_offset >= size || size - footer->toc_offset > sgz::kMaxTocSize) {
+      return CorruptError(doc + ": eStargz TOC offset " + std::to_string(footer->toc_offset) +
+                          " does not fit the blob");
+    }
+    BCFS_ASSIGN_OR_RETURN(std::string toc_bytes,
+                          layer.fetch_range(footer->toc_offset, size - footer->toc_offset));
+    WindowSource window(size, footer->toc_offset, toc_bytes);
+    BCFS_ASSIGN_OR_RETURN(sgz::Toc toc, sgz::ReadToc(window, doc, layer.toc_digest));
+    for (size_t i = 0; i < toc.entries.size(); ++i) {
+      const sgz::Entry& te = toc.entries[i];
+      formats::TarEntry e;
+      e.path = te.name;
+      switch (te.type) {
+        case sgz::EntryType::kDir:
+          e.type = formats::TarType::kDir;
+          break;
+        case sgz::EntryType::kReg:
+          e.type = formats::TarType::kFile;
+          break;
+        case sgz::EntryType::kSymlink:
+          e.type = formats::TarType::kSymlink;
+          break;
+        case sgz::EntryType::kHardlink:
+          e.type = formats::TarType::kHardlink;
+          break;
+        case sgz::EntryType::kChar:
+          e.type = formats::TarType::kChar;
+          break;
+        case sgz::EntryType::kBlock:
+          e.type = formats::TarType::kBlock;
+          break;
+        case sgz::EntryType::kFifo:
+          e.type = formats::TarType::kFifo;
+          break;
+      }
+      if (te.uid < 0 || te.gid < 0 || te.uid > UINT32_MAX || te.gid > UINT32_MAX ||
+          te.dev_major < 0 || te.dev_minor < 0 || te.dev_major > UINT32_MAX ||
+          te.dev_minor > UINT32_MAX) {
+        warnings->push_back("\"" + te.name + "\": owner or device number out of range");
+        continue;
+      }
+      e.mode = static_cast<uint32_t>(te.mode) & 07777;
+      e.uid = static_cast<uint32_t>(te.uid);
+      e.gid = static_cast<uint32_t>(te.gid);
+      e.mtime_sec = te.mtime / 1000000000;
+      int64_t ns = te.mtime % 1000000000;
+      if (ns < 0) {
+        ns += 1000000000;
+        --e.mtime_sec;
+      }
+      e.mtime_nsec = static_cast<uint32_t>(ns);
+      e.link_target = te.link_name;
+      e.dev_major = static_cast<uint32_t>(te.dev_major);
+      e.dev_minor = static_cast<uint32_t>(te.dev_minor);
+      for (const auto& [k, v] : te.xattrs) e.xattrs.emplace_back(k, v);
+      if (te.type == sgz::EntryType::kReg) {
+        e.size = te.size;
+        e.data_offset = i;
+      }
+      entries->push_back(std::move(e));
+    }
+    layer.toc = std::make_shared<const sgz::Toc>(std::move(toc));
+    ++layer.counters->toc_listed;
+    LOG_DEBUG(doc << ": listed from its eStargz TOC (" << entries->size() << " entries)");
+    return OkStatus();
+  }
+
+  std::string DerivedPath(const Digest& d) {
+    return derived_dir + "/" + d.algorithm() + "/" + d.hex();
+  }
+
+  // Lists a layer from the index. False when there is no usable row.
+  bool LoadLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
+                 std::vector<std::string>* warnings) {
+    if (index == nullptr) return false;
+    const Digest& digest = layer.blob->digest;
+    Result<std::optional<index::LayerIndexRow>> row = std::optional<index::LayerIndexRow>();
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      row = index->LoadLayerIndex(digest);
+    }
+    if (!row.ok()) {
+      LOG_WARNING("layer " << digest.ToString() << ": " << row.status().message());
+      return false;
+    }
+    if (!row->has_value() || (*row)->format != kLayerIndexFormat) return false;
+    const index::LayerIndexRow& r = **row;
+    auto seek = formats::DecodeSeekIndex(r.seek_index);
+    Status st = seek.ok() ? OkStatus() : seek.status();
+    std::vector<formats::TarEntry> out;
+    out.reserve(r.entries.size());
+    for (const auto& row_entry : r.entries) {
+      if (!st.ok()) break;
+      auto e = FromRow(row_entry);
+      if (e.ok())
+        out.push_back(std::move(*e));
+      else
+        st = e.status();
+    }
+    if (!st.ok()) {
+      LOG_WARNING("layer " << digest.ToString()
+                           << ": stored index unusable, indexing again: " << st.message());
+      return false;
+    }
+    layer.index = std::move(*seek);
+    layer.compression = layer.index.compression;
+    size_t pos = 0;
+    while (pos < r.warnings.size()) {
+      size_t nl = r.warnings.find('\n', pos);
+      if (nl == std::string::npos) nl = r.warnings.size();
+      warnings->push_back(r.warnings.substr(pos, nl - pos));
+      pos = nl + 1;
+    }
+    // The derived copy an earlier mount kept, checked block by block on use.
+    const uint64_t blocks = (layer.index.uncompressed_size + kDerivedBlock - 1) / kDerivedBlock;
+    if (!derived_dir.empty() && !r.derived_digests.empty() &&
+        r.derived_digests.size() == blocks * 64) {
+      int fd = ::open(DerivedPath(digest).c_str(), O_RDONLY | O_CLOEXEC);
+      struct stat stt {};
+      if (fd >= 0 && ::fstat(fd, &stt) == 0 &&
+          static_cast<uint64_t>(stt.st_size) == layer.index.uncompressed_size) {
+        layer.derived_fd = fd;
+        for (uint64_t b = 0; b < blocks; ++b) {
+          layer.derived_blocks.push_back(r.derived_digests.substr(b * 64, 64));
+        }
+        layer.block_ok = std::make_unique<std::atomic<bool>[]>(blocks);
+      } else if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+    *entries = std::move(out);
+    ++layer.counters->loaded;
+    return true;
+  }
+
+  // One decompression pass over a verified layer blob. On error, `entries`
+  // still holds the entries whose data lies before the damaged spot.
   Status IndexLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
                     std::vector<std::string>* warnings) {
-    auto fd = OpenVerified(*layer.blob);
-    if (!fd.ok()) return fd.status();
-    layer.fd = *fd;
-    FdSource src(layer.fd, layer.blob->size);
-    const std::string doc = "layer " + layer.blob->digest.ToString();
+    BCFS_ASSIGN_OR_RETURN(int fd, layer.BlobFd());
+    FdSource src(fd, layer.blob->size);
+    const Digest& digest = layer.blob->digest;
+    const std::string doc = "layer " + digest.ToString();
     BCFS_ASSIGN_OR_RETURN(formats::Compression c, formats::DetectCompression(src));
     // BuildKit writes eStargz losslessly: the blob is a valid tar.gz whose tar
     // ends before the appended TOC, so it is indexed as gzip.
     layer.compression = c == formats::Compression::kEstargz ? formats::Compression::kGzip : c;
+    ++layer.counters->passes;
     formats::TarIndexer tar(doc);
     // A compressed layer is written out uncompressed while it is indexed (the
     // same pass), so later reads are plain preads or splices instead of
-    // inflating a span per small file. Without room, reads use seek points.
-    int derived = -1;
-    if (layer.compression != formats::Compression::kUncompressed && !derived_dir.empty()) {
-      derived = ::open(derived_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-      if (derived < 0)
-        LOG_WARNING("derived copy in " << derived_dir << ": " << std::strerror(errno));
-    }
-    uint64_t written = 0;
-    // A compression bomb must not fill the disk: past 64x the blob (plus
+    // inflating a span per small file; it is kept for later mounts. A
+    // compression bomb must not fill the disk: past 64x the blob (plus
     // 64 MiB) the copy is dropped and reads fall back to seek points.
-    const uint64_t derived_cap = layer.blob->size * 64 + (64u << 20);
-    auto index = formats::BuildSeekIndex(src, layer.compression, doc, [&](std::string_view chunk) {
-      if (derived >= 0 && written + chunk.size() > derived_cap) {
-        LOG_WARNING(doc << ": no derived copy: it would exceed " << derived_cap << " bytes");
-        ::close(derived);
-        derived = -1;
-      }
-      if (derived >= 0) {
-        size_t off = 0;
-        while (off < chunk.size()) {
-          ssize_t n = ::pwrite(derived, chunk.data() + off, chunk.size() - off,
-                               static_cast<off_t>(written + off));
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) {
-            LOG_WARNING(doc << ": no derived copy (" << std::strerror(errno) << ")");
-            ::close(derived);
-            derived = -1;
-            break;
-          }
-          off += static_cast<size_t>(n);
-        }
-        written += chunk.size();
-      }
-      return tar.done() ? OkStatus() : tar.Feed(chunk);
-    });
-    if (!index.ok()) {
-      if (derived >= 0) ::close(derived);
-      return index.status();
+    int tmp = -1;
+    if (layer.compression != formats::Compression::kUncompressed && !derived_dir.empty()) {
+      tmp = ::open(derived_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (tmp < 0) LOG_WARNING("derived copy in " << derived_dir << ": " << std::strerror(errno));
     }
-    layer.derived_fd = derived;
-    layer.index = std::move(*index);
+    DerivedWriter derived(tmp, layer.blob->size * 64 + (64u << 20), doc);
+    const uint64_t limit = ExpansionLimit(layer.blob->size);
+    std::string cut;
+    formats::SeekPass pass = formats::BuildSeekIndexUntil(
+        src, layer.compression, doc, [&](std::string_view chunk) -> Result<bool> {
+          derived.Write(chunk);
+          BCFS_RETURN_IF_ERROR(tar.Feed(chunk));
+          // Nothing after the end of the archive is needed (eStargz keeps its TOC there).
+          if (tar.done()) return false;
+          if (layer.compression != formats::Compression::kUncompressed && tar.offset() > limit) {
+            cut = "the tar stream grows past " + std::to_string(limit) + " bytes (1100x the blob " +
+                  "plus 1 GiB), indexing stopped there: a compression bomb?";
+            return false;
+          }
+          return true;
+        });
+    layer.index = std::move(pass.index);
     LOG_DEBUG(doc << ": " << formats::CompressionName(layer.compression) << ", "
                   << layer.index.uncompressed_size << " bytes, " << layer.index.points.size()
                   << " seek points");
-    BCFS_RETURN_IF_ERROR(tar.Finish());
-    *entries = tar.TakeEntries();
+    Status st = pass.status;
+    if (st.ok() && !cut.empty()) st = CorruptError(doc + ": " + cut);
+    if (st.ok()) st = tar.Finish();
     *warnings = tar.warnings();
+    std::vector<formats::TarEntry> found = tar.TakeEntries();
+    if (!st.ok()) {
+      // Keep what lies wholly before the damage.
+      const uint64_t end = layer.index.uncompressed_size;
+      std::erase_if(found, [end](const formats::TarEntry& e) {
+        uint64_t last = e.data_offset + e.size;
+        for (const auto& ch : e.sparse) last = std::max(last, ch.stream_offset + ch.length);
+        return last > end;
+      });
+      *entries = std::move(found);
+      return st;
+    }
+    std::string blocks;
+    if (derived.active()) {
+      blocks = derived.Finish();
+      std::string dir = derived_dir + "/" + digest.algorithm();
+      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        LOG_WARNING(doc << ": derived copies not kept: mkdir " << dir << ": "
+                        << std::strerror(errno));
+      }
+      layer.derived_fd = derived.Release(DerivedPath(digest));
+    }
+    if (index != nullptr) {
+      index::LayerIndexRow row;
+      row.digest = digest;
+      row.format = kLayerIndexFormat;
+      row.uncompressed_size = layer.index.uncompressed_size;
+      row.seek_index = formats::EncodeSeekIndex(layer.index);
+      for (const auto& w : *warnings) row.warnings += (row.warnings.empty() ? "" : "\n") + w;
+      row.derived_digests = blocks;
+      row.indexed = Now();
+      row.entries.reserve(found.size());
+      for (const auto& e : found) row.entries.push_back(ToRow(e));
+      std::lock_guard<std::mutex> lock(index_mu);
+      if (Status saved = index->SaveLayerIndex(row); !saved.ok()) {
+        LOG_WARNING(doc << ": index not kept: " << saved.message());
+      }
+    }
+    *entries = std::move(found);
     return OkStatus();
   }
 

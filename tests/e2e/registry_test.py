@@ -31,8 +31,10 @@ cleanup and watchdog for mounts; registries and the proxy are stopped by PID).
 import argparse
 import base64
 import errno
+import gzip
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -40,10 +42,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import unittest
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -188,6 +192,14 @@ def build_content():
     c["faults-info"] = make_cache_layout(c["faults"], [FAULT_BLOB_SIZE, OTHER_BLOB_SIZE], 11)
     c["big"] = os.path.join(WORK, "big")
     c["big-info"] = make_cache_layout(c["big"], [BIG_BLOB_SIZE], 12)
+    # eStargz with 64 KiB chunks: files of ~300 KB span 5 chunks.
+    c["estargz"] = os.path.join(WORK, "estargz")
+    p = subprocess.run([ARGS.gen, "--out", c["estargz"], "--compression", "estargz",
+                        "--estargz-chunk-size", "65536", "--file-size", "300000",
+                        "--files", "3", "--layers", "2", "--rich", "--seed", "9"],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise RuntimeError("buildcachefs-gen failed: " + p.stderr)
     CONTENT = c
 
 
@@ -893,6 +905,120 @@ class SingleFlight(ProxyBase):
         self.assertEqual(results, [(0, True)] * 16)
         self.expect_one_get_per_part(self.proxy.blob_gets(digest), BIG_BLOB_SIZE,
                                      "16 readers, one fetch")
+
+
+def estargz_layout(blob):
+    """(TOC offset, TOC entries) of an eStargz blob, read here with gzip/tarfile/json."""
+    footer = blob[-51:]
+    # The footer's FEXTRA subfield 'SG': 16 hex digits of the TOC offset, then STARGZ.
+    extra = footer[16:16 + 22]
+    assert extra.endswith(b"STARGZ"), footer
+    toc_off = int(extra[:16], 16)
+    member = zlib.decompressobj(16 + 15).decompress(blob[toc_off:len(blob) - 51])
+    tf = tarfile.open(fileobj=io.BytesIO(member))
+    m = tf.next()
+    assert m.name == "stargz.index.json", m.name
+    return toc_off, json.loads(tf.extractfile(m).read())["entries"]
+
+
+def estargz_member_ranges(toc_off, entries, name):
+    """The (first, last) byte ranges of the gzip members holding the chunks of `name`."""
+    offsets = sorted({e["offset"] for e in entries if e.get("offset")} | {toc_off})
+    ranges = []
+    current = None
+    for e in entries:
+        if e["type"] == "reg":
+            current = e["name"]
+        if e["type"] in ("reg", "chunk") and current == name and e.get("offset"):
+            nxt = offsets[offsets.index(e["offset"]) + 1]
+            ranges.append((e["offset"], nxt - 1))
+    return ranges
+
+
+class EstargzChunks(ProxyBase):
+    """A registry eStargz layer (TOC digest pinned by the descriptor) is listed from its TOC
+    and read chunk by chunk: the proxy sees the footer, the TOC and the file's chunks."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.reg.push_layout(CONTENT["estargz"], "sgz", tag="t")
+        root = CONTENT["estargz"]
+        index = load_json(os.path.join(root, "index.json"))
+        manifest = json.loads(read_layout_blob(root, index["manifests"][0]["digest"]))
+        desc = manifest["layers"][-1]
+        assert "containerd.io/snapshot/stargz/toc.digest" in desc["annotations"], desc
+        cls.digest = desc["digest"]
+        cls.blob_bytes = read_layout_blob(root, cls.digest)
+        cls.toc_off, cls.entries = estargz_layout(cls.blob_bytes)
+        raw = gzip.decompress(cls.blob_bytes)  # every member, the footer's empty one too
+        tf = tarfile.open(fileobj=io.BytesIO(raw))
+        cls.files = {m.name.lstrip("./"): tf.extractfile(m).read() for m in tf if m.isreg()}
+        names = {m.name.lstrip("./").rstrip("/") for m in tf} - {""}
+        # With the directories the tar implies without listing them.
+        cls.names = {"/".join(n.split("/")[:i]) for n in names
+                     for i in range(1, n.count("/") + 2)}
+        # A file of several chunks.
+        cls.victim = next(n for n in sorted(cls.files)
+                          if len(estargz_member_ranges(cls.toc_off, cls.entries, n)) >= 4)
+
+    def layer_folder(self):
+        mnt, src = self.mount_repo("sgz")
+        self.proxy.reset()
+        return mnt, os.path.join(src, "layers", "sha256", self.digest.split(":")[1])
+
+    def test_listing_and_a_file_read_fetch_only_the_toc_and_that_files_chunks(self):
+        mnt, top = self.layer_folder()
+        listed = set()
+        for dirpath, dirnames, filenames in os.walk(top):
+            for n in dirnames + filenames:
+                listed.add(os.path.relpath(os.path.join(dirpath, n), top))
+        self.assertEqual(listed, self.names)
+        size = len(self.blob_bytes)
+        toc_gets = sorted(parse_range(r["range"]) for r in self.proxy.blob_gets(self.digest))
+        self.assertEqual(toc_gets, sorted([(size - 51, size - 1), (self.toc_off, size - 1)]))
+        self.proxy.reset()
+        self.assertEqual(mt.read_all(os.path.join(top, self.victim)), self.files[self.victim])
+        gets = self.proxy.blob_gets(self.digest)
+        self.assertEqual(sorted(parse_range(r["range"]) for r in gets),
+                         estargz_member_ranges(self.toc_off, self.entries, self.victim))
+        self.assertTrue(all(r["status"] == 206 for r in gets), gets)
+        # Nothing went into the store: the raw blob is still uncached.
+        self.assertEqual(getx(os.path.join(mnt, "sgz", "blobs", "sha256",
+                                           self.digest.split(":")[1]), "cached"), "0")
+        with open(os.path.join(mnt, ".buildcachefs", "status.json")) as f:
+            layers = json.load(f)["layers"]
+        self.assertEqual(layers["listed_from_estargz_toc"], 1)
+        self.assertEqual(layers["indexing_passes"], 0)
+
+    def test_a_corrupt_chunk_is_fetched_once_more_then_eio_never_wrong_bytes(self):
+        mnt, top = self.layer_folder()
+        os.listdir(top)
+        self.proxy.reset()
+        ranges = estargz_member_ranges(self.toc_off, self.entries, self.victim)
+        match = "/blobs/" + self.digest
+        # Once: the chunk is fetched again and the file reads exactly.
+        self.proxy.faults([{"match": match, "method": "GET", "action": "corrupt", "bytes": 40}])
+        self.assertEqual(mt.read_all(os.path.join(top, self.victim)), self.files[self.victim])
+        got = sorted(parse_range(r["range"]) for r in self.proxy.blob_gets(self.digest))
+        self.assertEqual(len(got), len(ranges) + 1, got)
+        self.assertEqual(sorted(set(got)), ranges)
+        # Every time: EIO (the kernel may ask again; every answer is corrupt), and once
+        # the server is sound again the other files are served.
+        other = next(n for n in sorted(self.files)
+                     if n != self.victim and len(self.files[n]) > 0)
+        self.proxy.reset()
+        victim2 = next(n for n in sorted(self.files) if n not in (self.victim, other)
+                       and len(estargz_member_ranges(self.toc_off, self.entries, n)) >= 2)
+        self.proxy.faults([{"match": match, "method": "GET", "action": "corrupt", "bytes": 40,
+                            "times": 1000}])
+        data, err = read_result(os.path.join(top, victim2))
+        self.assertEqual(err, errno.EIO, "a corrupt chunk read without error (%s bytes): %s"
+                         % (len(data) if data is not None else None,
+                            self.proxy.blob_gets(self.digest)))
+        self.proxy.reset()
+        self.assertEqual(mt.read_all(os.path.join(top, other)), self.files[other])
+        self.assertEqual(mt.read_all(os.path.join(top, victim2)), self.files[victim2])
 
 
 # ---------------------------------------------------------------------------
