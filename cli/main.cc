@@ -40,6 +40,13 @@ int main(int argc, char** argv) {
   const std::string cmd = args[0];
   if (cmd == "mount") return bcfs::cli::RunMount({args.begin() + 1, args.end()}, false);
   if (cmd == "ls") return bcfs::cli::RunLs({args.begin() + 1, args.end()});
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (cmd == "du") return bcfs::cli::RunDu(rest);
+  if (cmd == "prune") return bcfs::cli::RunPrune(rest);
+  if (cmd == "gc") return bcfs::cli::RunGc(rest);
+  if (cmd == "verify") return bcfs::cli::RunVerify(rest);
+  if (cmd == "warm") return bcfs::cli::RunWarm(rest);
+  if (cmd == "fsck") return bcfs::cli::RunFsck(rest);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "buildcachefs " << BCFS_VERSION << "\n";
     return bcfs::cli::kExitOk;

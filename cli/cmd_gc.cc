@@ -1,0 +1,15 @@
+// `buildcachefs gc`: not built yet (issue 6).
+
+#include <iostream>
+
+#include "cli/commands.h"
+
+namespace bcfs::cli {
+
+int RunGc(const std::vector<std::string>& args) {
+  (void)args;
+  std::cerr << "buildcachefs gc: not implemented yet\n";
+  return kExitUsage;
+}
+
+}  // namespace bcfs::cli
