@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <new>
 #include <utility>
 
@@ -893,6 +894,79 @@ Result<bool> Index::IsVerified(const FileIdentity& file, const Digest& digest) {
           Stmt stmt, db_->Prepare("SELECT 1 FROM verified WHERE dev = ?1 AND ino = ?2 AND "
                                   "size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5 AND digest = ?6"));
       return BindIdentity(stmt, file, digest).Step("query");
+    };
+    auto r = body();
+    if (!r.ok()) return db_->Context(r.status(), op);
+    return r;
+  });
+}
+
+// Blob uses
+
+Result<std::vector<BlobUse>> Index::ListBlobUses() {
+  const std::string op = "list blob uses";
+  return NoThrow(path(), op, [&]() -> Result<std::vector<BlobUse>> {
+    auto body = [&]() -> Result<std::vector<BlobUse>> {
+      std::map<std::string, BlobUse> uses;
+      auto use = [&](const std::string& text) -> Result<BlobUse*> {
+        auto [it, inserted] = uses.try_emplace(text);
+        if (inserted) {
+          BCFS_ASSIGN_OR_RETURN(it->second.digest, ParseStoredDigest(text, "stored digest"));
+        }
+        return &it->second;
+      };
+      Transaction tx(db_.get());
+      BCFS_RETURN_IF_ERROR(tx.BeginRead());
+      {
+        BCFS_ASSIGN_OR_RETURN(Stmt stmt,
+                              db_->Prepare("SELECT sb.digest, s.name, sb.media_type, sb.role FROM "
+                                           "source_blobs sb JOIN sources s ON s.id = sb.source_id "
+                                           "ORDER BY sb.digest, s.name"));
+        while (true) {
+          BCFS_ASSIGN_OR_RETURN(bool row, stmt.Step("query source blobs"));
+          if (!row) break;
+          BCFS_ASSIGN_OR_RETURN(BlobUse * u, use(stmt.Text(0)));
+          u->sources.push_back(stmt.Text(1));
+          if (!u->role) {
+            u->media_type = stmt.Text(2);
+            BCFS_ASSIGN_OR_RETURN(Role role, ParseRole(stmt.Text(3)));
+            u->role = role;
+          }
+        }
+      }
+      {
+        BCFS_ASSIGN_OR_RETURN(
+            Stmt stmt, db_->Prepare("SELECT DISTINCT rb.digest, r.name FROM ref_blobs rb JOIN "
+                                    "refs r ON r.id = rb.ref_id ORDER BY rb.digest, r.name"));
+        while (true) {
+          BCFS_ASSIGN_OR_RETURN(bool row, stmt.Step("query ref blobs"));
+          if (!row) break;
+          BCFS_ASSIGN_OR_RETURN(BlobUse * u, use(stmt.Text(0)));
+          u->refs.push_back(stmt.Text(1));
+        }
+      }
+      {
+        BCFS_ASSIGN_OR_RETURN(
+            Stmt stmt, db_->Prepare("SELECT digest, last_access_ns, use_count FROM accesses"));
+        while (true) {
+          BCFS_ASSIGN_OR_RETURN(bool row, stmt.Step("query accesses"));
+          if (!row) break;
+          BCFS_ASSIGN_OR_RETURN(BlobUse * u, use(stmt.Text(0)));
+          u->last_access = stmt.Int(1);
+          u->use_count = FromSql(stmt.Int(2));
+        }
+      }
+      BCFS_RETURN_IF_ERROR(tx.Commit());
+      std::vector<BlobUse> out;
+      out.reserve(uses.size());
+      for (auto& [k, u] : uses) {
+        std::sort(u.sources.begin(), u.sources.end());
+        u.sources.erase(std::unique(u.sources.begin(), u.sources.end()), u.sources.end());
+        std::sort(u.refs.begin(), u.refs.end());
+        u.refs.erase(std::unique(u.refs.begin(), u.refs.end()), u.refs.end());
+        out.push_back(std::move(u));
+      }
+      return out;
     };
     auto r = body();
     if (!r.ok()) return db_->Context(r.status(), op);

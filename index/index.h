@@ -126,6 +126,18 @@ struct AccessRow {
   uint64_t use_count = 0;
 };
 
+// Everything the index says about one blob, for GC (DESIGN §3): which
+// sources and refs use it, in what role, and when it was last accessed.
+struct BlobUse {
+  Digest digest;
+  std::vector<std::string> sources;  // sorted, unique
+  std::vector<std::string> refs;     // sorted, unique (history entries as "@<hex12>")
+  std::string media_type;            // from the first source holding it ("" none)
+  std::optional<Role> role;          // likewise; nullopt when no source holds it
+  TimeNs last_access = 0;            // 0 never accessed
+  uint64_t use_count = 0;
+};
+
 // The identity of a local file as stat(2) reports it.
 struct FileIdentity {
   uint64_t dev = 0, ino = 0, size = 0;
@@ -189,6 +201,10 @@ class Index {
   // blob table. An empty list is a no-op. Failure, with nothing recorded:
   // kInvalidArgument for an empty digest; a SQLite error otherwise.
   Status RecordAccesses(const std::vector<Access>& accesses);
+
+  // Every blob some source holds or that was ever accessed, sorted by digest,
+  // in one read transaction.
+  Result<std::vector<BlobUse>> ListBlobUses();
 
   // The access row of `digest`; std::nullopt when it was never accessed.
   Result<std::optional<AccessRow>> GetAccess(const Digest& digest);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -654,6 +655,43 @@ TEST(Index, Version1DatabaseIsMigratedAndKeepsItsRows) {
   ASSERT_TRUE(a.ok() && a->has_value());
   EXPECT_EQ((*a)->use_count, 2u);
   ASSERT_TRUE(idx->SaveLayerIndex(SampleLayer("layer", 1)).ok());
+}
+
+TEST(Index, ListBlobUsesJoinsSourcesRefsRolesAndAccesses) {
+  auto idx = MustOpen(":memory:");
+  ASSERT_NE(idx, nullptr);
+  ASSERT_TRUE(idx->ReplaceSource(SnapshotA()).ok());
+  SourceSnapshot b;
+  b.source = {"reg-b", "registry", "r.example/x"};
+  b.blobs = {Blob("layer-shared", 1 << 20, Role::kLayer)};
+  b.refs = {RefRow{"t", D("layer-shared"), "index", 0, 0, false, {D("layer-shared")}}};
+  ASSERT_TRUE(idx->ReplaceSource(b).ok());
+  ASSERT_TRUE(idx->RecordAccesses({{D("config"), 42, 3}, {D("gone"), 7, 1}}).ok());
+  auto uses = idx->ListBlobUses();
+  ASSERT_TRUE(uses.ok()) << uses.status().ToString();
+  std::map<std::string, BlobUse> by;
+  for (const auto& u : *uses) by[u.digest.ToString()] = u;
+  ASSERT_EQ(by.size(), 6u);  // five blobs of the sources and one accessed digest
+  const BlobUse& shared = by[D("layer-shared").ToString()];
+  EXPECT_EQ(shared.sources, (std::vector<std::string>{"local-a", "reg-b"}));
+  EXPECT_EQ(shared.refs, (std::vector<std::string>{"feature/x", "t"}));
+  EXPECT_EQ(shared.role, Role::kLayer);
+  EXPECT_EQ(shared.last_access, 0);
+  const BlobUse& config = by[D("config").ToString()];
+  EXPECT_EQ(config.refs, (std::vector<std::string>{"feature/x", "old"}));
+  EXPECT_EQ(config.media_type, "application/vnd.buildkit.cacheconfig.v0");
+  EXPECT_EQ(config.role, Role::kConfig);
+  EXPECT_EQ(config.last_access, 42);
+  EXPECT_EQ(config.use_count, 3u);
+  const BlobUse& old = by[D("manifest-old").ToString()];
+  EXPECT_EQ(old.refs, (std::vector<std::string>{"@" + D("manifest-old").ShortHex(), "old"}));
+  const BlobUse& gone = by[D("gone").ToString()];
+  EXPECT_TRUE(gone.sources.empty());
+  EXPECT_FALSE(gone.role.has_value());
+  EXPECT_EQ(gone.use_count, 1u);
+  for (size_t i = 1; i < uses->size(); ++i) {
+    EXPECT_LT((*uses)[i - 1].digest.ToString(), (*uses)[i].digest.ToString());
+  }
 }
 
 }  // namespace
