@@ -29,6 +29,13 @@ struct RefEntry {
   std::string error;               // why the source's entry is unreadable ("" when fine)
 };
 
+// One in-progress upload under a local source's ingest/ (FORMATS.md §2.2).
+struct IngestEntry {
+  std::string name;    // the folder's name (the sha256 of the ingest ref)
+  uint64_t bytes = 0;  // the sizes of its files added up
+  TimeNs mtime = 0;    // the newest mtime of the folder and its files
+};
+
 struct BlobStat {
   uint64_t size = 0;
   TimeNs mtime = 0;  // the source's own write time, 0 when unknown
@@ -81,6 +88,52 @@ class Backend {
   virtual Result<int> OpenBlobFd(const Digest& digest) {
     (void)digest;
     return UnsupportedError("this source has no local blob files");
+  }
+
+  // The write API of `buildcachefs prune` (DESIGN.md §3, gc/prune.h). Nothing
+  // else writes to a source. Every method is kUnsupported where the backend
+  // cannot do it.
+
+  // Removes from the ref list every entry whose descriptor JSON (compact, key
+  // order kept: RefEntry::raw_descriptor) is in `raw_descriptors`, leaving
+  // every other byte as it was, and returns the top-level digests of the
+  // entries that remain (what a concurrent writer may have added included).
+  // Local: under an exclusive flock of index.json.lock, as BuildKit's
+  // ociindex; index.json is replaced atomically (temp file + rename, owner and
+  // mode kept). kUnavailable when the lock stays held by another writer.
+  virtual Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) {
+    (void)raw_descriptors;
+    return UnsupportedError(Describe() + ": this source's ref list cannot be edited");
+  }
+
+  // Deletes the manifest `digest` that `tag` points at (registry: DELETE
+  // /v2/<name>/manifests/<digest>, which also removes every tag pointing at
+  // it). kNotFound when it is already gone; kUnsupported when the registry
+  // has deletion disabled (HTTP 405); kPermissionDenied when refused.
+  virtual Status DeleteManifest(const std::string& tag, const Digest& digest) {
+    (void)tag;
+    (void)digest;
+    return UnsupportedError(Describe() + ": this source cannot delete manifests");
+  }
+
+  // Deletes a blob unless the source wrote it after `not_after` (checked
+  // right before deleting, so a blob an exporter rewrote meanwhile stays).
+  // Returns true when deleted, false when kept as too young or already gone.
+  virtual Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) {
+    (void)digest;
+    (void)not_after;
+    return UnsupportedError(Describe() + ": this source cannot delete blobs");
+  }
+
+  // The in-progress uploads of a local source (empty when it has none).
+  virtual Result<std::vector<IngestEntry>> ListIngest() { return std::vector<IngestEntry>(); }
+
+  // Deletes one ingest/ folder unless something in it is newer than
+  // `not_after`; true when deleted, false when kept or already gone.
+  virtual Result<bool> DeleteIngest(const std::string& name, TimeNs not_after) {
+    (void)name;
+    (void)not_after;
+    return UnsupportedError(Describe() + ": this source has no ingest/ folder");
   }
 };
 

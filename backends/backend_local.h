@@ -2,8 +2,9 @@
 // `--cache-to type=local,dest=DIR` (FORMATS.md §2). Refs come from index.json
 // (read under a shared flock of index.json.lock when the exporter left one, and
 // read again once when it is half-written); `tag=` narrows to one ref and
-// `digest=` names the top-level blob directly. The backend never writes to
-// the source: files are opened read-only and nothing is created.
+// `digest=` names the top-level blob directly. Reading never writes to the
+// source: files are opened read-only and nothing is created. Only the prune
+// API (RemoveRefs, DeleteBlob, DeleteIngest) writes, and only when called.
 //
 // Thread-safety: immutable after construction; methods are thread-safe.
 #pragma once
@@ -29,6 +30,10 @@ class LocalBackend : public Backend {
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override;
   Result<int> OpenBlobFd(const Digest& digest) override;
+  Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override;
+  Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) override;
+  Result<std::vector<IngestEntry>> ListIngest() override;
+  Result<bool> DeleteIngest(const std::string& name, TimeNs not_after) override;
 
   std::string BlobPath(const Digest& digest) const;
   const std::string& dir() const { return dir_; }

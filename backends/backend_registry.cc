@@ -68,8 +68,8 @@ std::string RegistryBackend::Url(const std::string& path) const {
   return ref_.Endpoint(insecure_) + "/v2/" + ref_.repository + "/" + path;
 }
 
-Result<http::Response> RegistryBackend::Send(http::Request req) {
-  const std::string scope = "repository:" + ref_.repository + ":pull";
+Result<http::Response> RegistryBackend::Send(http::Request req, const std::string& actions) {
+  const std::string scope = "repository:" + ref_.repository + ":" + actions;
   for (int round = 0; round < 2; ++round) {
     http::Request r = req;
     if (std::string h = auth_->Header(); !h.empty()) r.headers.push_back({"Authorization", h});
@@ -306,6 +306,38 @@ Result<std::string> RegistryBackend::ReadDocument(const Digest& digest, uint64_t
 
 Result<std::vector<Digest>> RegistryBackend::ListBlobs() {
   return UnsupportedError("a registry cannot list its blobs");
+}
+
+Status RegistryBackend::DeleteManifest(const std::string& tag, const Digest& digest) {
+  // The distribution API deletes manifests by digest only; every tag pointing
+  // at the digest goes with it (the caller checks that no kept tag does).
+  const std::string what = What() + ": DELETE manifest " + digest.ToString() + " (tag " + tag + ")";
+  http::Request req;
+  req.method = "DELETE";
+  req.url = Url("manifests/" + digest.ToString());
+  // The registry challenges with its own scope (distribution: "delete");
+  // the hint only matters when a challenge names none.
+  auto resp = Send(req, "delete");
+  if (!resp.ok()) return resp.status().WithContext("DELETE manifest " + digest.ToString());
+  switch (resp->status) {
+    case 200:
+    case 202:
+      return OkStatus();
+    case 404:
+      return NotFoundError(what + ": already gone (HTTP 404)");
+    case 405:
+      return Status(Code::kUnsupported,
+                    what +
+                        ": the registry has deletion disabled (HTTP 405; docker-registry "
+                        "needs storage.delete.enabled=true)",
+                    405);
+    case 403:
+      return Status(Code::kPermissionDenied,
+                    what + ": refused (HTTP 403); the credentials lack delete rights", 403);
+    default:
+      return Status(Code::kUnavailable, what + ": HTTP " + std::to_string(resp->status),
+                    static_cast<int>(resp->status));
+  }
 }
 
 }  // namespace bcfs::backends

@@ -34,11 +34,13 @@ class RegistryBackend : public Backend {
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override { return 0; }
   bool CheapStat() const override { return false; }
+  Status DeleteManifest(const std::string& tag, const Digest& digest) override;
 
  private:
   RegistryBackend(SourceSpec spec, Reference ref, Credentials creds, http::Options opts);
-  // Sends a request to the registry with authentication, answering one 401.
-  Result<http::Response> Send(http::Request req);
+  // Sends a request to the registry with authentication, answering one 401
+  // (`actions` is the token scope's action list when the challenge has none).
+  Result<http::Response> Send(http::Request req, const std::string& actions = "pull");
   Result<http::Response> SendStream(http::Request req,
                                     const std::function<bool(std::string_view)>& sink);
   std::string Url(const std::string& path) const;
