@@ -16,7 +16,8 @@ anonymous_pull=True).
 
 API
   Registry(mode=None, *, anonymous_pull=False, token_ttl=300, token_kid=False,
-           log_level="info", binary="docker-registry", die_with_parent=False)
+           log_level="info", binary="docker-registry", die_with_parent=False,
+           delete_enabled=True)
   .start(mode=None) -> self        .stop()  (idempotent; also at interpreter exit)
   .url "http://127.0.0.1:PORT"  .host "127.0.0.1:PORT"  .port  .mode
   .creds ("testuser", "testpass")  .token_url (token mode)  .root  .data_dir  .log_path
@@ -233,7 +234,7 @@ class Registry:
 
     def __init__(self, mode=None, *, anonymous_pull=False, token_ttl=300, token_kid=False,
                  log_level="info", binary="docker-registry", die_with_parent=False,
-                 refresh_tokens=None):
+                 refresh_tokens=None, delete_enabled=True):
         """anonymous_pull (token mode): the token server grants pull to requests without
         credentials (as TEST-SERVERS.md's script does). Default False: anonymous gets a
         token with no access, so the registry answers 401 and the repo is private, as in
@@ -242,8 +243,10 @@ class Registry:
         (PR_SET_PDEATHSIG) to SIGKILL the servers when the *thread* that called start() exits,
         so a test run killed by a timeout leaks nothing. Off by default: the thread rule bites
         registries started from short-lived threads, and the development VM's kernel ignores
-        the setting (checked with a C program), so it is untested here."""
+        the setting (checked with a C program), so it is untested here. delete_enabled:
+        the config's `storage: delete: enabled` (False: DELETE answers 405 Unsupported)."""
         self.mode = mode
+        self.delete_enabled = delete_enabled
         self.die_with_parent = die_with_parent
         self.anonymous_pull = anonymous_pull
         self.token_ttl = token_ttl
@@ -380,11 +383,12 @@ class Registry:
                 "log: {level: %s}\n"
                 "storage:\n"
                 "  filesystem: {rootdirectory: %s}\n"
-                "  delete: {enabled: true}\n"
+                "  delete: {enabled: %s}\n"
                 "http:\n"
                 "  addr: 127.0.0.1:%d\n"
                 "  secret: ci-not-secret\n"
-                "%s" % (self.log_level, json.dumps(self.data_dir), self.port, auth))
+                "%s" % (self.log_level, json.dumps(self.data_dir),
+                        "true" if self.delete_enabled else "false", self.port, auth))
 
     def _setup_basic(self):
         path = os.path.join(self.root, "htpasswd")
