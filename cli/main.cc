@@ -23,7 +23,8 @@ Commands:
                                     the mount form mount.fuse3 runs for fstab entries
                                     (type fuse.buildcachefs)
 
-Coming next (see the issues): du, prune, gc, verify, warm, fsck.
+Also: du [SOURCE...] (bytes per ref), verify SOURCE [REF] (blobs present and intact),
+warm SOURCE [REF] (fetch into the local store). Coming next: prune, gc, fsck.
 
 SOURCE is the CSV given to buildx --cache-from, e.g. type=local,src=/var/cache/bk.
 Run `buildcachefs COMMAND --help` for a command's options.
