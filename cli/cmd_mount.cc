@@ -31,6 +31,7 @@
 #include "catalog/catalog.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/gc_service.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "fs/fuse_fs.h"
@@ -69,6 +70,14 @@ Options:
   --state-dir DIR       where the index lives (default /var/lib/buildcachefs for
                         root, else $XDG_STATE_HOME/buildcachefs or
                         ~/.local/state/buildcachefs)
+  --gc-config FILE      GC policies for the local store (blobs fetched from
+                        remote sources, derived copies of layers): a
+                        buildkitd.toml with [[worker.oci.gcpolicy]] blocks, or
+                        [gc] / [[gc.policy]] with the same keys; default:
+                        BuildKit's default rules plus 48h for derived copies
+  --gc-interval DUR     how often GC runs besides after each fetch (default 60s;
+                        0 = only after fetches)
+  --no-gc               never evict anything
   --log-level LEVEL     debug, info, warning (default), error
   -h, --help            this text
 
@@ -158,6 +167,8 @@ struct Plan {
   std::vector<std::string> names;
   fs::MountOptions mount;
   std::string state_dir;
+  gc::GcConfig gc;  // policies before percentages are resolved
+  std::chrono::seconds gc_interval{60};
 };
 
 // Opens the index and every source, builds the tree and serves it. Returns
@@ -212,6 +223,13 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
   }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
                         tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived));
+  GcServiceOptions gc_opts;
+  gc_opts.state_dir = plan.state_dir;
+  gc_opts.interval = plan.gc_interval;
+  BCFS_ASSIGN_OR_RETURN(gc::FsStats fs_stats, gc::StatFs(plan.state_dir));
+  gc_opts.policies = gc::EffectivePolicies(plan.gc, fs_stats);
+  GcService gc_service(*tree, content.get(), gc_opts);
+  BCFS_RETURN_IF_ERROR(gc_service.Start());
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
   Status st = fs::ServeMount(*tree, plan.mount, [&] {
@@ -219,6 +237,7 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
     if (on_ready) on_ready();
   });
   if (st.ok()) LOG_INFO("unmounted " << mnt);
+  gc_service.Stop();
   // The tree goes before the index and the store it keeps pointers to.
   tree.reset();
   content.reset();
@@ -316,8 +335,9 @@ int WaitForDaemon(pid_t pid, int report_fd) {
 }  // namespace
 
 int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
-  auto args =
-      ParseArgs(SplitGluedOptions(argv), {"-o", "--state-dir", "--log-level"}, {"-f", "-d"});
+  auto args = ParseArgs(SplitGluedOptions(argv),
+                        {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval"},
+                        {"-f", "-d", "--no-gc"});
   if (!args.ok()) {
     std::cerr << "buildcachefs mount: " << args.status().message() << "\n\n" << kMountHelp;
     return kExitUsage;
@@ -401,6 +421,26 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
   if (Status st = MakeDirs(plan.state_dir); !st.ok()) {
     std::cerr << "buildcachefs mount: " << st.message() << "\n";
     return kExitErrors;
+  }
+
+  if (args->options.count("--gc-config")) {
+    auto config = gc::LoadGcConfig(args->Option("--gc-config"));
+    if (!config.ok()) {
+      std::cerr << "buildcachefs mount: " << config.status().message() << "\n";
+      return kExitUsage;
+    }
+    for (const auto& w : config->warnings) LOG_WARNING("gc config: " << w);
+    plan.gc = std::move(*config);
+  }
+  if (args->flags.count("--no-gc")) plan.gc.enabled = false;
+  if (args->options.count("--gc-interval")) {
+    auto d = gc::ParseConfigDuration(args->Option("--gc-interval"));
+    if (!d.ok()) {
+      std::cerr << "buildcachefs mount: --gc-interval: " << d.status().message() << "\n";
+      return kExitUsage;
+    }
+    plan.gc_interval =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::nanoseconds(*d));
   }
 
   if (foreground) {

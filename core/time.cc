@@ -107,4 +107,10 @@ std::string FormatRfc3339(TimeNs t) {
   return out;
 }
 
+TimeNs WallClockNow() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace bcfs

@@ -22,4 +22,7 @@ Result<TimeNs> ParseRfc3339(std::string_view text);
 // does); "" for 0.
 std::string FormatRfc3339(TimeNs t);
 
+// The wall clock now.
+TimeNs WallClockNow();
+
 }  // namespace bcfs

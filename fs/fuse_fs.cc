@@ -782,6 +782,17 @@ Status ServeMount(tree::Tree& tree, const MountOptions& opts, std::function<void
     }
     session.mounted_ = true;
   }
+  // Evicted blobs lose their kernel cache, so the next read comes to us.
+  fuse_session* se = session.se_;
+  tree.SetInvalidator([se](uint64_t ino) {
+    int rc = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+    if (rc != 0 && rc != -ENOENT)
+      LOG_DEBUG("invalidate inode " << ino << ": " << std::strerror(-rc));
+  });
+  struct ClearInvalidator {
+    tree::Tree& t;
+    ~ClearInvalidator() { t.SetInvalidator(nullptr); }
+  } clear{tree};
 
   ReadyWatcher watcher(mnt, before.st_dev, std::move(on_ready));
   if (Status st = watcher.Start(); !st.ok()) return fail(st);

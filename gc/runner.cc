@@ -66,7 +66,7 @@ std::string_view PlaceName(Place place) {
   return "?";
 }
 
-Result<std::vector<StoredItem>> CollectItems(const store::Layout& layout,
+Result<std::vector<StoredItem>> CollectItems(const store::Layout* layout,
                                              const std::string& derived_dir,
                                              const std::vector<index::BlobUse>& uses,
                                              const std::set<Digest>& pinned) {
@@ -105,13 +105,15 @@ Result<std::vector<StoredItem>> CollectItems(const store::Layout& layout,
     out.push_back(std::move(s));
     return OkStatus();
   };
-  const std::string blob_dir = layout.BlobDir("sha256");
-  BCFS_ASSIGN_OR_RETURN(std::vector<std::string> blobs, List(blob_dir));
+  const std::string blob_dir = layout ? layout->BlobDir("sha256") : "";
+  BCFS_ASSIGN_OR_RETURN(std::vector<std::string> blobs,
+                        layout ? List(blob_dir) : std::vector<std::string>());
   for (const auto& name : blobs) {
     if (IsHex64(name)) BCFS_RETURN_IF_ERROR(add(Place::kBlob, blob_dir + "/" + name, name));
   }
-  const std::string partial_dir = layout.PartialDir("sha256");
-  BCFS_ASSIGN_OR_RETURN(std::vector<std::string> partials, List(partial_dir));
+  const std::string partial_dir = layout ? layout->PartialDir("sha256") : "";
+  BCFS_ASSIGN_OR_RETURN(std::vector<std::string> partials,
+                        layout ? List(partial_dir) : std::vector<std::string>());
   for (const auto& name : partials) {
     const std::string_view suffix = ".data";
     if (name.size() == 64 + suffix.size() && name.ends_with(suffix) &&
@@ -158,11 +160,11 @@ Result<FsStats> StatFs(const std::string& dir) {
 }
 
 Result<GcRun> RunGc(const GcRequest& req) {
-  BCFS_CHECK(req.layout != nullptr && req.index != nullptr);
+  BCFS_CHECK(req.index != nullptr);
   BCFS_ASSIGN_OR_RETURN(std::vector<index::BlobUse> uses, req.index->ListBlobUses());
   GcRun run;
-  BCFS_ASSIGN_OR_RETURN(run.items, CollectItems(*req.layout, req.derived_dir, uses, req.pinned));
-  BCFS_ASSIGN_OR_RETURN(FsStats fs, StatFs(req.layout->dir()));
+  BCFS_ASSIGN_OR_RETURN(run.items, CollectItems(req.layout, req.derived_dir, uses, req.pinned));
+  BCFS_ASSIGN_OR_RETURN(FsStats fs, StatFs(req.layout ? req.layout->dir() : req.derived_dir));
   std::vector<Item> items;
   items.reserve(run.items.size());
   for (const auto& s : run.items) items.push_back(s.item);
@@ -171,13 +173,15 @@ Result<GcRun> RunGc(const GcRequest& req) {
   in.fs = fs;
   in.extra_used = IndexBytes(req.index_path);
   run.plan = PlanGc(items, req.policies, in);
-  if (req.store == nullptr) return run;
+  if (!req.execute) return run;
   for (const Eviction& e : run.plan.evictions) {
     const StoredItem& s = run.items[e.item];
     Status st;
     if (s.place == Place::kDerived) {
       if (::unlink(s.path.c_str()) != 0 && errno != ENOENT)
         st = ErrnoError(errno, "unlink " + s.path);
+    } else if (req.store == nullptr) {
+      st = InternalError("no content store to evict from");
     } else {
       auto d = Digest::Parse(s.item.digest);
       st = d.ok() ? req.store->Evict(*d) : d.status();

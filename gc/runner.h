@@ -37,11 +37,11 @@ struct StoredItem {
   std::string path;  // the file (for a partial blob: its .data file)
 };
 
-// Every file of the store and of the derived folder as items, with roles,
+// Every file of the store (when `layout` is set) and of the derived folder as items, with roles,
 // sources, refs, media types and access rows from `uses` (Index::ListBlobUses).
 // Digests in `pinned` are marked pinned. Files that are not named like content
 // (temporary files, LOCK) are left out.
-Result<std::vector<StoredItem>> CollectItems(const store::Layout& layout,
+Result<std::vector<StoredItem>> CollectItems(const store::Layout* layout,
                                              const std::string& derived_dir,
                                              const std::vector<index::BlobUse>& uses,
                                              const std::set<Digest>& pinned);
@@ -62,8 +62,9 @@ struct GcRun {
 };
 
 struct GcRequest {
-  const store::Layout* layout = nullptr;
-  store::ContentStore* store = nullptr;  // null: plan only (nothing is evicted)
+  const store::Layout* layout = nullptr;  // null: no content store (derived copies only)
+  store::ContentStore* store = nullptr;   // evicts blobs and partial files of `layout`
+  bool execute = true;                    // false: plan only, nothing is removed
   std::string derived_dir;
   index::Index* index = nullptr;
   std::string index_path;
@@ -72,7 +73,7 @@ struct GcRequest {
   TimeNs now = 0;
 };
 
-// Collects, plans and (with a store) evicts. A blob being fetched
+// Collects, plans and (with `execute`) evicts. A blob being fetched
 // (kUnavailable from Evict) is skipped and reported, never waited for.
 Result<GcRun> RunGc(const GcRequest& req);
 

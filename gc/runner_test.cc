@@ -85,7 +85,7 @@ TEST(Runner, EvictsLeastRecentlyUsedUnpinnedContentUntilUnderTheLimit) {
 
   // Plan only first: nothing is removed.
   GcRequest dry = req;
-  dry.store = nullptr;
+  dry.execute = false;
   auto plan = RunGc(dry);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   ASSERT_EQ(plan->items.size(), 4u);
@@ -128,7 +128,7 @@ TEST(Runner, StrayFilesAreNotContentAndEmptyStoresPlanNothing) {
   { std::ofstream(dir.path() + "/store/blobs/sha256/not-a-digest") << "x"; }
   auto index = index::Index::Open(":memory:");
   ASSERT_TRUE(index.ok());
-  auto items = CollectItems((*store)->layout(), dir.path() + "/absent", {}, {});
+  auto items = CollectItems(&(*store)->layout(), dir.path() + "/absent", {}, {});
   ASSERT_TRUE(items.ok()) << items.status().ToString();
   EXPECT_TRUE(items->empty());
 }

@@ -901,6 +901,26 @@ Result<bool> Index::IsVerified(const FileIdentity& file, const Digest& digest) {
   });
 }
 
+Result<std::vector<std::string>> Index::IntegrityCheck() {
+  const std::string op = "integrity check";
+  return NoThrow(path(), op, [&]() -> Result<std::vector<std::string>> {
+    auto body = [&]() -> Result<std::vector<std::string>> {
+      BCFS_ASSIGN_OR_RETURN(Stmt stmt, db_->Prepare("PRAGMA integrity_check"));
+      std::vector<std::string> out;
+      while (true) {
+        BCFS_ASSIGN_OR_RETURN(bool row, stmt.Step("check"));
+        if (!row) break;
+        std::string line = stmt.Text(0);
+        if (line != "ok") out.push_back(std::move(line));
+      }
+      return out;
+    };
+    auto r = body();
+    if (!r.ok()) return db_->Context(r.status(), op);
+    return r;
+  });
+}
+
 // Blob uses
 
 Result<std::vector<BlobUse>> Index::ListBlobUses() {

@@ -217,6 +217,10 @@ class Index {
   // digest; false when anything differs or nothing is remembered.
   Result<bool> IsVerified(const FileIdentity& file, const Digest& digest);
 
+  // SQLite's `PRAGMA integrity_check`: empty when the database is sound, else
+  // the problems it reports (for fsck).
+  Result<std::vector<std::string>> IntegrityCheck();
+
   // Stores what indexing a layer found, replacing an earlier row for the same
   // digest, in one transaction. kInvalidArgument for an empty digest.
   Status SaveLayerIndex(const LayerIndexRow& row);

@@ -694,5 +694,14 @@ TEST(Index, ListBlobUsesJoinsSourcesRefsRolesAndAccesses) {
   }
 }
 
+TEST(Index, IntegrityCheckOfASoundDatabaseIsEmpty) {
+  auto idx = MustOpen(":memory:");
+  ASSERT_NE(idx, nullptr);
+  ASSERT_TRUE(idx->ReplaceSource(SnapshotA()).ok());
+  auto problems = idx->IntegrityCheck();
+  ASSERT_TRUE(problems.ok()) << problems.status().ToString();
+  EXPECT_TRUE(problems->empty());
+}
+
 }  // namespace
 }  // namespace bcfs::index

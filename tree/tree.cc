@@ -453,6 +453,21 @@ class FdFile : public OpenFile {
   uint64_t size_;
 };
 
+// An open file that keeps its blob pinned against GC until it is closed.
+class PinnedFile : public OpenFile {
+ public:
+  PinnedFile(std::unique_ptr<OpenFile> inner, std::function<void()> release)
+      : inner_(std::move(inner)), release_(std::move(release)) {}
+  ~PinnedFile() override { release_(); }
+  Result<ReadSpan> Read(uint64_t offset, size_t size) override {
+    return inner_->Read(offset, size);
+  }
+
+ private:
+  std::unique_ptr<OpenFile> inner_;
+  std::function<void()> release_;
+};
+
 // A file inside a layer: bytes at an offset of the (uncompressed) tar stream
 // of a verified blob; spliced from the blob when the layer is uncompressed.
 class LayerFile : public OpenFile {
@@ -706,6 +721,26 @@ struct Tree::Impl {
   std::string derived_dir;
   TimeNs mount_time = 0;
   std::shared_ptr<LayerCounters> layer_counters = std::make_shared<LayerCounters>();
+
+  // GC service hooks and state.
+  index::AccessBatcher accesses;
+  std::mutex hooks_mu;
+  std::function<void()> after_fetch;          // GUARDED_BY(hooks_mu)
+  std::string fetch_block;                    // GUARDED_BY(hooks_mu)
+  std::function<void(uint64_t)> invalidator;  // GUARDED_BY(hooks_mu)
+  std::function<std::string()> status_extra;  // GUARDED_BY(hooks_mu)
+  std::unordered_map<Digest, int> pins;       // GUARDED_BY(hooks_mu): open files, fetches
+  std::unordered_map<Digest, std::vector<uint64_t>> blob_inos;  // remote blob nodes; set by Build
+  std::vector<std::shared_ptr<LayerState>> layer_states;        // set by Build
+
+  void Pin(const Digest& d) {
+    std::lock_guard<std::mutex> lock(hooks_mu);
+    ++pins[d];
+  }
+  void Unpin(const Digest& d) {
+    std::lock_guard<std::mutex> lock(hooks_mu);
+    if (auto it = pins.find(d); it != pins.end() && --it->second <= 0) pins.erase(it);
+  }
 
   std::mutex index_mu;  // guards *index (one thread at a time)
 
@@ -1005,6 +1040,7 @@ struct Tree::Impl {
       }
       n->content = Content::kBlob;
       n->blob = b;
+      if (!sources[si].backend->CheapStat()) blob_inos[d].push_back(n->ino);
       n->xattrs = sx;
       n->xattrs["digest"] = d.ToString();
       if (media.count(d)) n->xattrs["mediatype"] = media[d];
@@ -1046,6 +1082,7 @@ struct Tree::Impl {
               return FetchRange(*blob, off, len);
             };
           }
+          layer_states.push_back(state);
           ld->layer = std::move(state);
         }
       }
@@ -1111,6 +1148,17 @@ struct Tree::Impl {
                      {"derived_bytes_checked", lc.derived_checked.load()},
                      {"listed_from_estargz_toc", lc.toc_listed.load()},
                      {"estargz_chunk_bytes_fetched", lc.chunk_bytes.load()}};
+    std::function<std::string()> extra;
+    {
+      std::lock_guard<std::mutex> hooks(hooks_mu);
+      extra = status_extra;
+    }
+    if (extra) {
+      OJson more = OJson::parse(extra(), nullptr, /*allow_exceptions=*/false);
+      if (more.is_object()) {
+        for (auto& [k, v] : more.items()) out[k] = v;
+      }
+    }
     return out.dump(2, ' ', false, OJson::error_handler_t::replace) + "\n";
   }
 
@@ -1194,6 +1242,22 @@ struct Tree::Impl {
     backends::Backend& backend = *sources[b.source].backend;
     const Digest digest = b.digest;
     const bool cold = !store->IsComplete(digest);
+    if (cold) {
+      std::string block;
+      {
+        std::lock_guard<std::mutex> lock(hooks_mu);
+        block = fetch_block;
+      }
+      if (!block.empty()) {
+        return Fail(b, Status(Code::kNoSpace, "blob " + digest.ToString() + ": " + block));
+      }
+    }
+    Pin(digest);
+    struct Unpinner {
+      Impl* im;
+      Digest d;
+      ~Unpinner() { im->Unpin(d); }
+    } unpin{this, digest};
     const auto start = std::chrono::steady_clock::now();
     auto fd =
         store->OpenVerified(digest, b.size, [&backend, digest](uint64_t off, std::span<char> out) {
@@ -1216,6 +1280,13 @@ struct Tree::Impl {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       LOG_INFO("source " << sources[b.source].name << ": fetched and verified blob "
                          << digest.ToString() << " (" << b.size << " bytes) in " << secs << " s");
+      std::function<void()> hook;
+      {
+        std::lock_guard<std::mutex> lock(hooks_mu);
+        hook = after_fetch;
+      }
+      // The fetched blob stays pinned (this call holds it) while GC runs.
+      if (hook) hook();
     }
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -1276,6 +1347,7 @@ struct Tree::Impl {
     if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return;
     LayerState& layer = *n->layer;
     if (layer.expanded.load(std::memory_order_acquire)) return;
+    accesses.Touch(layer.blob->digest, Now());
     std::lock_guard<std::mutex> guard(layer.mu);
     if (layer.expanded.load(std::memory_order_acquire)) return;
     std::vector<formats::TarEntry> entries;
@@ -1925,6 +1997,21 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
   if (n->kind != Kind::kFile) return InvalidArgumentError("not a file");
+  // Opens are accesses (DESIGN.md §2): of the blob, the layer, the document.
+  Digest accessed;
+  if (n->content == Content::kBlob) {
+    accessed = n->blob->digest;
+  } else if (n->content == Content::kLayerFile) {
+    accessed = n->layer->blob->digest;
+  } else if (auto it = n->xattrs.find("digest"); it != n->xattrs.end()) {
+    if (auto d = Digest::Parse(it->second); d.ok()) accessed = *d;
+  }
+  if (!accessed.empty()) impl_->accesses.Touch(accessed, Now());
+  auto pinned = [&](std::unique_ptr<OpenFile> f) -> std::unique_ptr<OpenFile> {
+    Impl* im = impl_.get();
+    im->Pin(accessed);
+    return std::make_unique<PinnedFile>(std::move(f), [im, accessed] { im->Unpin(accessed); });
+  };
   switch (n->content) {
     case Content::kBytes:
       return std::unique_ptr<OpenFile>(new BytesFile(n->bytes));
@@ -1938,15 +2025,75 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
       if (!fd.ok())
         return fd.status().code() == Code::kNotFound ? Status(Code::kCorrupt, fd.status().message())
                                                      : fd.status();
-      return std::unique_ptr<OpenFile>(new FdFile(*fd, n->blob->size));
+      return pinned(std::make_unique<FdFile>(*fd, n->blob->size));
     }
     case Content::kLayerFile:
-      return std::unique_ptr<OpenFile>(
-          new LayerFile(n->layer, n->data_offset, n->data_size, n->sparse));
+      return pinned(std::make_unique<LayerFile>(n->layer, n->data_offset, n->data_size, n->sparse));
     case Content::kNone:
       break;
   }
   return InternalError("file without content");
+}
+
+Status Tree::FlushAccesses() {
+  if (impl_->index == nullptr) return OkStatus();
+  std::lock_guard<std::mutex> lock(impl_->index_mu);
+  return impl_->accesses.Flush(*impl_->index);
+}
+
+std::set<Digest> Tree::PinnedDigests() {
+  std::set<Digest> out;
+  {
+    std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+    for (const auto& [d, n] : impl_->pins) out.insert(d);
+  }
+  // A layer this tree has indexed keeps its blob (and derived copy) open:
+  // evicting them would free nothing until the mount ends.
+  for (const auto& l : impl_->layer_states) {
+    if (!l->expanded.load(std::memory_order_acquire)) continue;
+    bool open = l->derived_fd >= 0;
+    {
+      std::lock_guard<std::mutex> lock(l->fd_mu);
+      open = open || l->fd >= 0;
+    }
+    if (open) out.insert(l->blob->digest);
+  }
+  return out;
+}
+
+void Tree::SetAfterFetch(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->after_fetch = std::move(hook);
+}
+
+void Tree::SetFetchBlock(std::string reason) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->fetch_block = std::move(reason);
+}
+
+void Tree::SetInvalidator(std::function<void(uint64_t)> invalidate) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->invalidator = std::move(invalidate);
+}
+
+void Tree::Evicted(const std::vector<Digest>& digests) {
+  std::function<void(uint64_t)> inval;
+  {
+    std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+    inval = impl_->invalidator;
+  }
+  for (const Digest& d : digests) {
+    auto it = impl_->blob_inos.find(d);
+    if (it == impl_->blob_inos.end()) continue;
+    for (uint64_t ino : it->second) {
+      if (inval) inval(ino);
+    }
+  }
+}
+
+void Tree::SetStatusExtra(std::function<std::string()> extra) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->status_extra = std::move(extra);
 }
 
 Result<Attr> Tree::Resolve(std::string_view path) {

@@ -18,9 +18,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -120,6 +122,29 @@ class Tree {
   // digest or its size differs from the descriptor, with the reason kept in
   // the node's user.buildcachefs.error.
   Result<std::unique_ptr<OpenFile>> Open(uint64_t ino);
+
+  // ---- for the GC service (DESIGN.md §3) ----
+
+  // Writes the accesses recorded so far (opens of blobs, documents and files
+  // in layers, listings of layer folders) to the index in one transaction.
+  Status FlushAccesses();
+  // Digests that must not be evicted now: files open, fetches in flight,
+  // layers whose blob or derived copy this tree holds open.
+  std::set<Digest> PinnedDigests();
+  // Called (outside any tree lock) after a remote blob was fetched into the
+  // store; the GC service runs there when a limit is crossed.
+  void SetAfterFetch(std::function<void()> hook);
+  // Non-empty: new fetches fail with kNoSpace and this reason (pinned content
+  // alone exceeds a GC ceiling). Empty lifts it.
+  void SetFetchBlock(std::string reason);
+  // Tells the kernel to drop what it caches of a node (set by fs/ while mounted).
+  void SetInvalidator(std::function<void(uint64_t ino)> invalidate);
+  // Content was evicted from the store: the nodes serving those blobs lose
+  // their kernel cache and fetch again on the next read.
+  void Evicted(const std::vector<Digest>& digests);
+  // Extra top-level members of status.json (e.g. "gc"), as a JSON object
+  // text; rendered each time status.json is opened.
+  void SetStatusExtra(std::function<std::string()> extra);
 
   // Finds a node by a path relative to the root ("src/refs/latest/manifest.json").
   Result<Attr> Resolve(std::string_view path);
