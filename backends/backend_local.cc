@@ -272,6 +272,8 @@ Result<std::unique_ptr<Backend>> OpenBackend(const SourceSpec& spec) {
     BCFS_ASSIGN_OR_RETURN(auto b, RegistryBackend::Open(spec));
     return std::unique_ptr<Backend>(std::move(b));
   }
+  if (spec.type == SourceType::kS3) return OpenS3Backend(spec);
+  if (spec.type == SourceType::kAzblob) return OpenAzblobBackend(spec);
   return UnsupportedError("source " + spec.Redacted() +
                           ": type=" + std::string(SourceTypeName(spec.type)) +
                           " sources are not supported by this build yet");
