@@ -10,6 +10,10 @@ start=$(date +%s)
 
 stage "install dependencies"
 bash scripts/install-deps.sh
+# Test servers that do not come from Debian packages (each script is idempotent).
+for extra in scripts/deps-*.sh; do
+  [ -e "$extra" ] && bash "$extra"
+done
 
 shared="${BCFS_SHARED:-$root/../shared}"
 if [ ! -d "$shared/fixtures/buildkit" ]; then
