@@ -62,7 +62,8 @@ Options:
   -d                    libfuse's request trace on stderr (implies -f and
                         --log-level debug)
   -o OPTS               mount options, comma-separated, may repeat (also -oOPTS):
-                        allow_other, allow_root, noexec, exec, noatime, atime.
+                        allow_other, allow_root, noexec, exec, noatime, atime
+                        (noatime also stops recording accesses for GC).
                         Always ro,nosuid,nodev,default_permissions; suid, dev and
                         rw are ignored with a warning, fstab-only options
                         (_netdev, nofail, noauto, user, users, defaults, x-*)
@@ -223,6 +224,10 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
   }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
                         tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived));
+  // noatime: no access times, ours included.
+  for (const auto& o : plan.mount.options) {
+    if (o == "noatime") tree->SetAccessTracking(false);
+  }
   GcServiceOptions gc_opts;
   gc_opts.state_dir = plan.state_dir;
   gc_opts.interval = plan.gc_interval;

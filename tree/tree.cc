@@ -724,6 +724,7 @@ struct Tree::Impl {
 
   // GC service hooks and state.
   index::AccessBatcher accesses;
+  std::atomic<bool> track_accesses{true};
   std::mutex hooks_mu;
   std::function<void()> after_fetch;          // GUARDED_BY(hooks_mu)
   std::string fetch_block;                    // GUARDED_BY(hooks_mu)
@@ -1347,7 +1348,7 @@ struct Tree::Impl {
     if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return;
     LayerState& layer = *n->layer;
     if (layer.expanded.load(std::memory_order_acquire)) return;
-    accesses.Touch(layer.blob->digest, Now());
+    if (track_accesses.load(std::memory_order_relaxed)) accesses.Touch(layer.blob->digest, Now());
     std::lock_guard<std::mutex> guard(layer.mu);
     if (layer.expanded.load(std::memory_order_acquire)) return;
     std::vector<formats::TarEntry> entries;
@@ -2006,7 +2007,9 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
   } else if (auto it = n->xattrs.find("digest"); it != n->xattrs.end()) {
     if (auto d = Digest::Parse(it->second); d.ok()) accessed = *d;
   }
-  if (!accessed.empty()) impl_->accesses.Touch(accessed, Now());
+  if (!accessed.empty() && impl_->track_accesses.load(std::memory_order_relaxed)) {
+    impl_->accesses.Touch(accessed, Now());
+  }
   auto pinned = [&](std::unique_ptr<OpenFile> f) -> std::unique_ptr<OpenFile> {
     Impl* im = impl_.get();
     im->Pin(accessed);
@@ -2040,6 +2043,8 @@ Status Tree::FlushAccesses() {
   std::lock_guard<std::mutex> lock(impl_->index_mu);
   return impl_->accesses.Flush(*impl_->index);
 }
+
+void Tree::SetAccessTracking(bool on) { impl_->track_accesses.store(on); }
 
 std::set<Digest> Tree::PinnedDigests() {
   std::set<Digest> out;

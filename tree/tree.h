@@ -128,6 +128,9 @@ class Tree {
   // Writes the accesses recorded so far (opens of blobs, documents and files
   // in layers, listings of layer folders) to the index in one transaction.
   Status FlushAccesses();
+  // Off: no access is recorded (mount -o noatime); GC then orders content by
+  // its file times.
+  void SetAccessTracking(bool on);
   // Digests that must not be evicted now: files open, fetches in flight,
   // layers whose blob or derived copy this tree holds open.
   std::set<Digest> PinnedDigests();

@@ -96,7 +96,7 @@ class Base(rt.Base):
     def bytes_of(self, digest):
         return rt.read_layout_blob(self.root, digest)
 
-    def mount_gc(self, state, config):
+    def mount_gc(self, state, config, opts=()):
         cfg = os.path.join(self.tmp, "gc-%d.toml" % len(os.listdir(self.tmp)))
         with open(cfg, "w") as f:
             f.write(config)
@@ -106,7 +106,7 @@ class Base(rt.Base):
         log = os.path.join(self.tmp, "mount-%d.log" % len(os.listdir(self.tmp)))
         self.logs[mnt] = log
         cmd = [ARGS.bin, "mount", "--state-dir", state, "--gc-config", cfg,
-               "--gc-interval", "0", self.source, mnt]
+               "--gc-interval", "0"] + list(opts) + [self.source, mnt]
         with open(log, "wb") as out:
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                timeout=mt.MOUNT_TIMEOUT, env=self.env_ok)
@@ -189,6 +189,17 @@ class DaemonGc(Base):
         self.assertLess(rows[layers[2]][0], rows[layers[1]][0])
         self.assertLess(rows[layers[1]][0], rows[layers[0]][0])
         self.assertNotIn(layers[3], rows)
+
+    def test_noatime_records_no_accesses(self):
+        layers = self.info["layers"]
+        state = tempfile.mkdtemp(prefix="state-", dir=self.tmp)
+        mnt = self.mount_gc(state, '[gc]\nenabled = false\n', opts=("-o", "noatime"))
+        self.assertEqual(mt.read_all(self.blob(mnt, layers[0])), self.bytes_of(layers[0]))
+        self.unmount(mnt)
+        db = sqlite3.connect(os.path.join(state, "index.db"))
+        (n,) = db.execute("SELECT COUNT(*) FROM accesses").fetchone()
+        db.close()
+        self.assertEqual(n, 0)
 
 
 class CommandGc(Base):
