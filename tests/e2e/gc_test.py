@@ -23,7 +23,6 @@ is checked to stay under 1 MiB, so three blobs fit and a fourth does not.
 Run by ctest: gc_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
 """
 
-import argparse
 import errno
 import json
 import os
@@ -37,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "servers"))
 
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402
 import registry_test as rt  # noqa: E402  (cache layouts, docker config, mounting with env)
 from registry_harness import Registry  # noqa: E402
@@ -322,11 +322,4 @@ def setUpModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

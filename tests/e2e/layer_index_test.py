@@ -22,7 +22,6 @@ models), never from the code under test.
 Run by ctest: layer_index_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
 """
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -42,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import layers_test as lt  # noqa: E402  (tar models, hand-made caches, layer comparison)
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402
 
 ARGS = None
@@ -287,11 +287,4 @@ def setUpModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

@@ -29,7 +29,6 @@ Needs root, /dev/fuse, fusermount3, zstd. Outside CI a non-root run skips the mo
 CI any missing prerequisite is a failure.
 """
 
-import argparse
 import errno
 import gzip
 import hashlib
@@ -49,6 +48,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402  (Base: mounts, cleanup, watchdog; helpers)
 from cachefiles import CACHECONFIG, LOCAL_FIXTURES, blob_path, read_blob  # noqa: E402
 
@@ -1136,11 +1136,4 @@ def setUpModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

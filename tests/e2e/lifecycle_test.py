@@ -19,7 +19,6 @@ Run by ctest: lifecycle_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shar
 The warm tests need docker-registry and htpasswd; outside CI they skip without them.
 """
 
-import argparse
 import datetime
 import fcntl
 import hashlib
@@ -37,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "servers"))
+import e2e_cli  # noqa: E402
 from cachefiles import blob_path, cache_manifest_info, load_json, read_blob  # noqa: E402
 
 ARGS = None
@@ -628,11 +628,4 @@ class Warm(Base):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

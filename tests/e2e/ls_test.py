@@ -9,7 +9,6 @@ shapes, layer order and parents, record counts, history. Fixtures from
 Run by ctest: ls_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
 """
 
-import argparse
 import base64
 import hashlib
 import json
@@ -22,6 +21,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_cli  # noqa: E402
 from cachefiles import (CACHECONFIG, IMAGE_CONFIGS, LOCAL_FIXTURES, blob_path,  # noqa: E402
                         cache_manifest_info, load_json, read_blob, sha256)
 
@@ -445,9 +445,4 @@ class Options(Base):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

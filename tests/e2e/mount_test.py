@@ -16,7 +16,6 @@ Needs root, /dev/fuse, fusermount3 and mount(8). Outside CI, a non-root run
 skips the whole module; under CI any missing prerequisite is a failure.
 """
 
-import argparse
 import base64
 import errno
 import fcntl
@@ -35,6 +34,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_cli  # noqa: E402
 from cachefiles import (CACHECONFIG, IMAGE_CONFIGS, LOCAL_FIXTURES, blob_path,  # noqa: E402
                         cache_manifest_info, load_json, read_blob, sha256)
 
@@ -1338,11 +1338,4 @@ def setUpModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

@@ -16,7 +16,6 @@ Run by ctest: prune_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared D
 Mounting needs root (as mount_test.py); the registry tests need docker-registry.
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ SERVERS = os.path.join(os.path.dirname(HERE), "servers")
 sys.path.insert(0, HERE)
 sys.path.insert(0, SERVERS)
 
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402  (Base: mounts, cleanup, watchdog; check_source)
 from cachefiles import CACHECONFIG, blob_path, cache_manifest_info, read_blob  # noqa: E402
 from registry_harness import Registry  # noqa: E402
@@ -389,16 +389,9 @@ class RegistryPrune(Base):
 
 
 def setUpModule():
+    mt.ARGS = ARGS
     mt.check_prerequisites("prune tests", ARGS, ("touch",))
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    mt.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

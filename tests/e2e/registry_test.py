@@ -28,7 +28,6 @@ Mounts, daemons, registries and proxies are always cleaned up (mount_test.Base's
 cleanup and watchdog for mounts; registries and the proxy are stopped by PID).
 """
 
-import argparse
 import base64
 import errno
 import gzip
@@ -56,6 +55,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, SERVERS)
 
 import make_multiplatform  # noqa: E402
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402  (Base: mounts, cleanup, watchdog; helpers)
 from registry_harness import Registry  # noqa: E402
 
@@ -1073,11 +1073,4 @@ def tearDownModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()

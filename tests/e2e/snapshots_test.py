@@ -32,7 +32,6 @@ Run by ctest: snapshots_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shar
 Needs root, /dev/fuse, fusermount3, zstd. Outside CI a non-root run skips the module.
 """
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -46,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import layers_test as lt  # noqa: E402  (tar model, layouts, compression helpers)
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402  (Base: mounts, cleanup, watchdog; RefModel)
 from cachefiles import LOCAL_FIXTURES, blob_path, read_blob  # noqa: E402
 
@@ -610,11 +610,4 @@ def setUpModule():
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()
