@@ -144,5 +144,7 @@ Result<std::unique_ptr<Backend>> OpenBackend(const SourceSpec& spec);
 // type=s3 (backend_s3.cc) and type=azblob (backend_azblob.cc), FORMATS.md §5-§6.
 Result<std::unique_ptr<Backend>> OpenS3Backend(const SourceSpec& spec);
 Result<std::unique_ptr<Backend>> OpenAzblobBackend(const SourceSpec& spec);
+// type=gha (backend_gha.cc), FORMATS.md §7.
+Result<std::unique_ptr<Backend>> OpenGhaBackend(const SourceSpec& spec);
 
 }  // namespace bcfs::backends

@@ -274,6 +274,7 @@ Result<std::unique_ptr<Backend>> OpenBackend(const SourceSpec& spec) {
   }
   if (spec.type == SourceType::kS3) return OpenS3Backend(spec);
   if (spec.type == SourceType::kAzblob) return OpenAzblobBackend(spec);
+  if (spec.type == SourceType::kGha) return OpenGhaBackend(spec);
   return UnsupportedError("source " + spec.Redacted() +
                           ": type=" + std::string(SourceTypeName(spec.type)) +
                           " sources are not supported by this build yet");
