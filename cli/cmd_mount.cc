@@ -9,20 +9,37 @@
 // an SQLite connection must not cross a fork (its POSIX locks stay with the
 // parent, whose exit would then close the connection under the daemon), and
 // nothing started threads yet.
+//
+// As a systemd service (DESIGN.md §6; systemd/buildcachefs.service) the daemon
+// runs with -f and --config: it tells systemd READY=1 (with a STATUS= line)
+// only once the mount answers, pings the watchdog at half of $WATCHDOG_USEC
+// while a stat of the mountpoint answers, re-reads the config on SIGHUP
+// without unmounting, and unmounts cleanly on SIGTERM. The notification
+// protocol is a datagram to $NOTIFY_SOCKET (sd_notify(3)); it is a few lines,
+// so libsystemd is not needed.
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/backend.h"
@@ -31,6 +48,7 @@
 #include "catalog/catalog.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/config.h"
 #include "cli/gc_service.h"
 #include "core/log.h"
 #include "core/paths.h"
@@ -43,6 +61,7 @@ namespace {
 
 constexpr char kMountHelp[] =
     R"(Usage: buildcachefs mount [-f] [-o OPTS] [--state-dir DIR] SOURCE... MOUNTPOINT
+       buildcachefs mount [-f] --config FILE [SOURCE...] [MOUNTPOINT]
        buildcachefs SOURCE MOUNTPOINT -o OPTS     (what mount.fuse3 runs for fstab)
 
 Mounts BuildKit caches read-only at MOUNTPOINT, one folder per SOURCE, laid out
@@ -58,7 +77,13 @@ SOURCE is the CSV given to `docker buildx build --cache-from`, e.g.
   type=local,src=/var/cache/buildkit            (as=NAME names its folder)
 
 Options:
-  -f                    stay in the foreground until unmounted
+  -f                    stay in the foreground until unmounted (what a systemd
+                        Type=notify service runs: READY=1 once the mount answers)
+  --config FILE         the service config (TOML): mountpoint, state_dir,
+                        options, [[source]], [gc], gc_interval, log_level,
+                        refresh_interval; see buildcachefs(1). Arguments and
+                        flags given here override it (SOURCEs replace its
+                        sources, -o its options). SIGHUP re-reads it.
   -d                    libfuse's request trace on stderr (implies -f and
                         --log-level debug)
   -o OPTS               mount options, comma-separated, may repeat (also -oOPTS):
@@ -83,7 +108,9 @@ Options:
   -h, --help            this text
 
 Unmount with `fusermount3 -u MOUNTPOINT` (or `umount MOUNTPOINT` as root), or
-send the daemon SIGTERM or SIGINT (SIGHUP is ignored: it will mean reload).
+send the daemon SIGTERM or SIGINT. SIGHUP reloads: the config file is read
+again and its log level applied without unmounting (sources, mountpoint,
+options, state dir and GC settings take effect on the next mount).
 
 Exit status: 0 mounted (with -f: served and cleanly unmounted), 1 the mount
 failed (a source, the mountpoint, the index or FUSE; printed), 2 usage error.
@@ -170,11 +197,247 @@ struct Plan {
   std::string state_dir;
   gc::GcConfig gc;  // policies before percentages are resolved
   std::chrono::seconds gc_interval{60};
+  // For SIGHUP: the config file (absolute; "" without --config), what it
+  // said at start, and the log level the command line fixed (it wins).
+  std::string config_path;
+  ServiceConfig config;
+  std::optional<log::Level> cli_level;
 };
 
+// sd_notify(3): one datagram of "KEY=VALUE" lines to the AF_UNIX socket named
+// by $NOTIFY_SOCKET ('@' = the abstract namespace). Best effort: without the
+// variable, or when sending fails, nothing happens.
+class Notifier {
+ public:
+  Notifier() {
+    const char* path = std::getenv("NOTIFY_SOCKET");
+    if (path == nullptr || path[0] == '\0' || (path[0] != '/' && path[0] != '@')) return;
+    const size_t len = std::strlen(path);
+    if (len >= sizeof addr_.sun_path) return;
+    addr_.sun_family = AF_UNIX;
+    std::memcpy(addr_.sun_path, path, len);
+    if (path[0] == '@') addr_.sun_path[0] = '\0';
+    addr_len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    // $WATCHDOG_USEC is for us unless $WATCHDOG_PID names another process.
+    const char* usec = std::getenv("WATCHDOG_USEC");
+    const char* pid = std::getenv("WATCHDOG_PID");
+    if (usec != nullptr && (pid == nullptr || std::atol(pid) == ::getpid())) {
+      watchdog_usec_ = std::strtoull(usec, nullptr, 10);
+    }
+  }
+  ~Notifier() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // 0 = no watchdog.
+  uint64_t watchdog_usec() const { return fd_ >= 0 ? watchdog_usec_ : 0; }
+
+  void Send(const std::string& state) const {
+    if (fd_ < 0) return;
+    if (::sendto(fd_, state.data(), state.size(), MSG_NOSIGNAL,
+                 reinterpret_cast<const sockaddr*>(&addr_), addr_len_) < 0) {
+      LOG_DEBUG("sd_notify " << std::getenv("NOTIFY_SOCKET") << ": " << std::strerror(errno));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  sockaddr_un addr_{};
+  socklen_t addr_len_ = 0;
+  uint64_t watchdog_usec_ = 0;
+};
+
+uint64_t MonotonicUsec() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+// The log level in force: -d / --log-level, else the config's, else warning.
+log::Level EffectiveLevel(const Plan& plan, const ServiceConfig& config) {
+  if (plan.cli_level) return *plan.cli_level;
+  return config.log_level.value_or(log::Level::kWarning);
+}
+
+std::string LevelName(log::Level level) {
+  static const char* const kNames[] = {"debug", "info", "warning", "error"};
+  return kNames[static_cast<int>(level)];
+}
+
+// The write end of the service thread's pipe, for the SIGHUP handler.
+std::atomic<int> g_wake_fd{-1};
+
+void OnSighup(int) {
+  const int saved = errno;
+  const int fd = g_wake_fd.load();
+  if (fd >= 0) {
+    const char c = 'h';
+    if (::write(fd, &c, 1) < 0) {
+      // The pipe is full: a reload is already pending.
+    }
+  }
+  errno = saved;
+}
+
+// The service side of a running mount, on a thread of its own (every signal
+// blocked): reloads on SIGHUP (the handler only writes to a pipe; the work
+// happens here, where it may take locks and log), and pings systemd's
+// watchdog while a stat of the mountpoint answers with the FUSE root, so a
+// hung loop stops the pings and systemd restarts the service.
+class ServiceThread {
+ public:
+  ServiceThread(const Plan& plan, const Notifier& notifier, std::string status)
+      : plan_(plan), notifier_(notifier), config_(plan.config), status_(std::move(status)) {}
+  ~ServiceThread() { Stop(); }
+
+  // Installs the SIGHUP handler (before ServeMount, so libfuse leaves SIGHUP
+  // to us) and starts the thread.
+  Status Start() {
+    if (::pipe2(pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoError(errno, "pipe");
+    g_wake_fd.store(pipe_[1]);
+    struct sigaction sa {};
+    sa.sa_handler = OnSighup;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGHUP, &sa, nullptr);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    Status st;
+    try {
+      thread_ = std::thread([this] { Run(); });
+    } catch (const std::system_error& e) {
+      st = InternalError(std::string("start the service thread: ") + e.what());
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return st;
+  }
+
+  void SetReady() { ready_.store(true); }
+
+  // Call after the mount is gone (a watchdog stat may wait on the mount).
+  void Stop() {
+    if (pipe_[0] < 0) return;
+    ::signal(SIGHUP, SIG_IGN);
+    g_wake_fd.store(-1);
+    if (thread_.joinable()) {
+      const char c = 'q';
+      while (::write(pipe_[1], &c, 1) < 0 && errno == EINTR) {
+      }
+      thread_.join();
+    }
+    ::close(pipe_[0]);
+    ::close(pipe_[1]);
+    pipe_[0] = pipe_[1] = -1;
+  }
+
+ private:
+  void Run() {
+    const uint64_t wd = notifier_.watchdog_usec();
+    const int timeout_ms = wd == 0 ? -1 : static_cast<int>(std::max<uint64_t>(wd / 2000, 1));
+    while (true) {
+      pollfd p{pipe_[0], POLLIN, 0};
+      const int n = ::poll(&p, 1, timeout_ms);
+      if (n < 0 && errno != EINTR) return;
+      if (n > 0) {
+        char buf[64];
+        const ssize_t got = ::read(pipe_[0], buf, sizeof buf);
+        bool hup = false;
+        for (ssize_t i = 0; i < got; ++i) {
+          if (buf[i] == 'q') return;
+          hup = hup || buf[i] == 'h';
+        }
+        if (hup) Reload();
+      }
+      if (wd != 0 && ready_.load() && Healthy()) notifier_.Send("WATCHDOG=1");
+    }
+  }
+
+  bool Healthy() const {
+    struct stat st {};
+    return ::stat(plan_.mount.mountpoint.c_str(), &st) == 0 && st.st_ino == tree::Tree::kRootIno;
+  }
+
+  void Reload() {
+    notifier_.Send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(MonotonicUsec()) +
+                   "\nSTATUS=Reloading");
+    if (plan_.config_path.empty()) {
+      log::Write(log::Level::kInfo, "SIGHUP: reloaded (no --config file; nothing to re-read)");
+      notifier_.Send("READY=1\nSTATUS=" + status_);
+      return;
+    }
+    auto fresh = LoadServiceConfig(plan_.config_path);
+    if (!fresh.ok()) {
+      LOG_ERROR(
+          "SIGHUP: not reloaded, the running configuration stays: " << fresh.status().message());
+      notifier_.Send("READY=1\nSTATUS=" + status_ +
+                     " (reload failed: " + std::string(fresh.status().message()) + ")");
+      return;
+    }
+    const log::Level level = EffectiveLevel(plan_, *fresh);
+    log::SetLevel(level);
+    // Only what a running mount can change is applied; the rest is named.
+    std::vector<std::string> later;
+    if (fresh->mountpoint != config_.mountpoint) later.push_back("mountpoint");
+    if (fresh->state_dir != config_.state_dir) later.push_back("state_dir");
+    if (fresh->options != config_.options) later.push_back("options");
+    if (fresh->sources != config_.sources) later.push_back("source");
+    if (fresh->gc_text != config_.gc_text) later.push_back("gc");
+    if (fresh->gc_interval != config_.gc_interval) later.push_back("gc_interval");
+    if (fresh->refresh_interval != config_.refresh_interval) later.push_back("refresh_interval");
+    if (!later.empty()) {
+      std::string keys;
+      for (const auto& k : later) keys += (keys.empty() ? "" : ", ") + k;
+      LOG_WARNING("SIGHUP: " << plan_.config_path << ": " << keys
+                             << " changed; applied at the next mount, not to this one");
+    }
+    config_ = std::move(*fresh);
+    // Always written, whatever the level: the journal should show a reload.
+    log::Write(log::Level::kInfo,
+               "SIGHUP: reloaded " + plan_.config_path + " (log level " + LevelName(level) + ")");
+    notifier_.Send("READY=1\nSTATUS=" + status_ + " (config reloaded)");
+  }
+
+  const Plan& plan_;
+  const Notifier& notifier_;
+  ServiceConfig config_;
+  const std::string status_;
+  int pipe_[2] = {-1, -1};
+  std::atomic<bool> ready_{false};
+  std::thread thread_;
+};
+
+Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
+                    const Notifier& notifier, const std::string& serving);
+
 // Opens the index and every source, builds the tree and serves it. Returns
-// the error that stopped it; `on_ready` runs once the mount answers.
+// the error that stopped it; `on_ready` runs once the mount answers. Tells
+// systemd what happens when $NOTIFY_SOCKET is set.
 Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
+  Notifier notifier;
+  const size_t n = plan.specs.size();
+  const std::string& mnt = plan.mount.mountpoint;
+  const std::string serving =
+      "Serving " + std::to_string(n) + (n == 1 ? " source" : " sources") + " at " + mnt;
+  notifier.Send("STATUS=Reading " + std::to_string(n) + (n == 1 ? " source" : " sources"));
+  Status st = ServeSources(plan, on_ready, notifier, serving);
+  if (st.ok()) {
+    notifier.Send("STOPPING=1\nSTATUS=Unmounted " + mnt);
+  } else {
+    notifier.Send("STATUS=Failed: " + std::string(st.message()));
+  }
+  return st;
+}
+
+Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
+                    const Notifier& notifier, const std::string& serving) {
+  if (plan.config.refresh_interval) {
+    LOG_WARNING(plan.config_path << ": refresh_interval has no effect yet: refs are read once, "
+                                 << "when the mount starts");
+  }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<index::Index> idx,
                         index::Index::Open(paths::IndexDb(plan.state_dir)));
   std::vector<tree::SourceInput> inputs;
@@ -233,16 +496,23 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
   gc_opts.interval = plan.gc_interval;
   BCFS_ASSIGN_OR_RETURN(gc::FsStats fs_stats, gc::StatFs(plan.state_dir));
   gc_opts.policies = gc::EffectivePolicies(plan.gc, fs_stats);
-  GcService gc_service(*tree, content.get(), gc_opts);
-  BCFS_RETURN_IF_ERROR(gc_service.Start());
+  // Destroyed (which stops it once more) before the tree it hooks into.
+  auto gc_service = std::make_unique<GcService>(*tree, content.get(), gc_opts);
+  BCFS_RETURN_IF_ERROR(gc_service->Start());
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
+  ServiceThread service(plan, notifier, serving);
+  if (Status st = service.Start(); !st.ok()) return st;
   Status st = fs::ServeMount(*tree, plan.mount, [&] {
     LOG_INFO("mounted " << n << (n == 1 ? " source" : " sources") << " at " << mnt);
+    // After the stat from a non-FUSE thread answered: the mount serves.
+    notifier.Send("READY=1\nSTATUS=" + serving);
+    service.SetReady();
     if (on_ready) on_ready();
   });
+  service.Stop();
   if (st.ok()) LOG_INFO("unmounted " << mnt);
-  gc_service.Stop();
+  gc_service.reset();
   // The tree goes before the index and the store it keeps pointers to.
   tree.reset();
   content.reset();
@@ -340,9 +610,10 @@ int WaitForDaemon(pid_t pid, int report_fd) {
 }  // namespace
 
 int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
-  auto args = ParseArgs(SplitGluedOptions(argv),
-                        {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval"},
-                        {"-f", "-d", "--no-gc"});
+  auto args =
+      ParseArgs(SplitGluedOptions(argv),
+                {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval", "--config"},
+                {"-f", "-d", "--no-gc"});
   if (!args.ok()) {
     std::cerr << "buildcachefs mount: " << args.status().message() << "\n\n" << kMountHelp;
     return kExitUsage;
@@ -352,35 +623,63 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
     return kExitOk;
   }
   const size_t npos = args->positional.size();
-  if (fuse3_form ? npos != 2 : npos < 2) {
+  const bool with_config = !fuse3_form && args->options.count("--config") > 0;
+  if (fuse3_form ? npos != 2 : (npos < 2 && !with_config)) {
     std::cerr << "buildcachefs mount: want "
               << (fuse3_form ? "SOURCE MOUNTPOINT" : "SOURCE... MOUNTPOINT") << "\n\n"
               << kMountHelp;
     return kExitUsage;
   }
-  // libfuse's request trace (-d) is logged at debug level.
-  log::Level level = args->flags.count("-d") ? log::Level::kDebug : log::Level::kWarning;
-  if (args->options.count("--log-level") && !log::ParseLevel(args->Option("--log-level"), &level)) {
-    std::cerr << "buildcachefs mount: unknown log level \"" << args->Option("--log-level")
-              << "\"\n";
-    return kExitUsage;
-  }
-  log::SetLevel(level);
-
   Plan plan;
+  if (with_config) {
+    std::error_code cec;
+    const std::string given_path = args->Option("--config");
+    plan.config_path = std::filesystem::absolute(given_path, cec).lexically_normal().string();
+    if (cec) plan.config_path = given_path;
+    auto config = LoadServiceConfig(given_path);
+    if (!config.ok()) {
+      std::cerr << "buildcachefs mount: " << config.status().message() << "\n";
+      return config.status().code() == Code::kInvalidArgument ? kExitUsage : kExitErrors;
+    }
+    plan.config = std::move(*config);
+  }
+  // libfuse's request trace (-d) is logged at debug level.
+  if (args->flags.count("-d")) plan.cli_level = log::Level::kDebug;
+  if (args->options.count("--log-level")) {
+    log::Level level;
+    if (!log::ParseLevel(args->Option("--log-level"), &level)) {
+      std::cerr << "buildcachefs mount: unknown log level \"" << args->Option("--log-level")
+                << "\"\n";
+      return kExitUsage;
+    }
+    plan.cli_level = level;
+  }
+  log::SetLevel(EffectiveLevel(plan, plan.config));
+
+  // Sources: the arguments before MOUNTPOINT, else the config's.
+  std::vector<backends::SourceSpec> specs;
   for (size_t i = 0; i + 1 < npos; ++i) {
     auto spec = backends::ParseSourceString(args->positional[i]);
     if (!spec.ok()) {
       std::cerr << "buildcachefs mount: " << spec.status().message() << "\n";
       return kExitUsage;
     }
-    if (!spec->ignored_keys.empty()) {
+    specs.push_back(std::move(*spec));
+  }
+  if (specs.empty()) specs = plan.config.sources;
+  if (specs.empty()) {
+    std::cerr << "buildcachefs mount: no SOURCE given and no [[source]] in " << plan.config_path
+              << "\n";
+    return kExitUsage;
+  }
+  for (backends::SourceSpec& spec : specs) {
+    if (!spec.ignored_keys.empty()) {
       std::string keys;
-      for (const auto& k : spec->ignored_keys) keys += (keys.empty() ? "" : ", ") + k;
-      LOG_WARNING("source " << spec->Redacted() << ": ignoring export-only keys: " << keys);
+      for (const auto& k : spec.ignored_keys) keys += (keys.empty() ? "" : ", ") + k;
+      LOG_WARNING("source " << spec.Redacted() << ": ignoring export-only keys: " << keys);
     }
-    AbsolutizeLocalSource(*spec);
-    plan.specs.push_back(std::move(*spec));
+    AbsolutizeLocalSource(spec);
+    plan.specs.push_back(std::move(spec));
   }
   auto names = backends::AssignSourceNames(plan.specs);
   if (!names.ok()) {
@@ -390,8 +689,9 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
   plan.names = std::move(*names);
 
   auto given = args->options.find("-o");
-  plan.mount.options =
-      given == args->options.end() ? std::vector<std::string>{} : SplitCommas(given->second);
+  plan.mount.options = given != args->options.end()
+                           ? SplitCommas(given->second)
+                           : plan.config.options.value_or(std::vector<std::string>{});
   auto effective = fs::EffectiveOptions(plan.mount.options);
   if (!effective.ok()) {
     std::cerr << "buildcachefs mount: " << effective.status().message() << "\n";
@@ -401,7 +701,12 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
   const bool foreground = plan.mount.debug || args->flags.count("-f") > 0;
 
   std::error_code ec;
-  const std::string mnt_arg = args->positional.back();
+  const std::string mnt_arg = npos > 0 ? args->positional.back() : plan.config.mountpoint;
+  if (mnt_arg.empty()) {
+    std::cerr << "buildcachefs mount: no MOUNTPOINT given and no mountpoint in " << plan.config_path
+              << "\n";
+    return kExitUsage;
+  }
   struct stat mst {};
   if (::stat(mnt_arg.c_str(), &mst) != 0) {
     const int err = errno;
@@ -420,7 +725,9 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
     plan.mount.mountpoint.pop_back();
   }
 
-  std::string state = args->Option("--state-dir", paths::DefaultStateDir());
+  std::string state =
+      args->Option("--state-dir", plan.config.state_dir.empty() ? paths::DefaultStateDir()
+                                                                : plan.config.state_dir);
   plan.state_dir = std::filesystem::absolute(state, ec).lexically_normal().string();
   if (ec) plan.state_dir = state;
   if (Status st = MakeDirs(plan.state_dir); !st.ok()) {
@@ -436,6 +743,13 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
     }
     for (const auto& w : config->warnings) LOG_WARNING("gc config: " << w);
     plan.gc = std::move(*config);
+  } else if (plan.config.gc) {
+    for (const auto& w : plan.config.gc->warnings) LOG_WARNING("gc config: " << w);
+    plan.gc = *plan.config.gc;
+  }
+  if (plan.config.gc_interval) {
+    plan.gc_interval = std::chrono::duration_cast<std::chrono::seconds>(
+        std::chrono::nanoseconds(*plan.config.gc_interval));
   }
   if (args->flags.count("--no-gc")) plan.gc.enabled = false;
   if (args->options.count("--gc-interval")) {

@@ -769,13 +769,16 @@ Status ServeMount(tree::Tree& tree, const MountOptions& opts, std::function<void
     if (session.se_ == nullptr) {
       return fail(Status(Code::kIo, "cannot start a FUSE session: " + capture.Take()));
     }
+    // libfuse takes a signal only while its disposition is SIG_DFL, and stops
+    // the session on SIGHUP too; under systemd SIGHUP means "reload"
+    // (DESIGN.md §6): a caller's own handler stays, else SIGHUP is ignored.
+    struct sigaction hup_before {};
+    ::sigaction(SIGHUP, nullptr, &hup_before);
     if (fuse_set_signal_handlers(session.se_) != 0) {
       return fail(Status(Code::kIo, "cannot install signal handlers: " + capture.Take()));
     }
     session.signals_ = true;
-    // libfuse stops the session on SIGHUP too, but under systemd SIGHUP means
-    // "reload" (DESIGN.md §6). Until reloading lands, it must not unmount.
-    ::signal(SIGHUP, SIG_IGN);
+    if (hup_before.sa_handler == SIG_DFL) ::signal(SIGHUP, SIG_IGN);
     if (fuse_session_mount(session.se_, mnt.c_str()) != 0) {
       std::string why = capture.Take();
       return fail(Status(Code::kIo, why.empty() ? "mount failed" : why));

@@ -47,8 +47,10 @@ struct MountOptions {
 Result<std::vector<std::string>> EffectiveOptions(const std::vector<std::string>& given);
 
 // Mounts `tree` at opts.mountpoint and serves it until it is unmounted
-// (fusermount3 -u, umount) or the process gets SIGTERM, SIGINT or SIGHUP, in
-// which case it unmounts cleanly. `on_ready` (may be empty) is called once,
+// (fusermount3 -u, umount) or the process gets SIGTERM or SIGINT, in which
+// case it unmounts cleanly. SIGHUP never ends the mount: a handler the caller
+// installed before the call stays (reload), else SIGHUP is ignored.
+// `on_ready` (may be empty) is called once,
 // from a thread that is not a FUSE worker, after stat(mountpoint) answers with
 // the FUSE root (st_ino == 1); it is not called when the mount ends before
 // that. Returns OK after a clean unmount; otherwise an error naming the
