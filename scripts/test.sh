@@ -34,6 +34,23 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" "$@"
 echo "tests: $(( $(date +%s) - t )) s"
 
+stage "TSan: the concurrency tests"
+t=$(date +%s)
+# Only the executables whose tests run threads (single-flight fetches, the access
+# batcher, concurrent tree lookups, the HTTP client, FUSE's worker threads).
+tsan_tests=(store_test index_test http_client_test backend_local_test tree_test fuse_fs_test)
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBCFS_TSAN=ON \
+  -DBCFS_SHARED="$shared" >/dev/null
+ninja -C build-tsan -j "${BCFS_JOBS:-2}" "${tsan_tests[@]}"
+# ctest names tests Suite.Name: select the suites of the executables built above.
+suites=$(for name in "${tsan_tests[@]}"; do
+  exe=$(find build-tsan -name "$name" -type f -perm -u+x | head -n 1)
+  "$exe" --gtest_list_tests | grep -v '^ ' | cut -d' ' -f1 | sed 's/\.$//'
+done | sort -u | paste -sd '|')
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
+  ctest --test-dir build-tsan --output-on-failure -j 2 -R "^(${suites})\."
+echo "tsan: $(( $(date +%s) - t )) s"
+
 stage "fuzzers (clang-16, fixed seed, bounded)"
 t=$(date +%s)
 bash scripts/fuzz.sh 15
