@@ -299,23 +299,36 @@ class GhaBackend : public Backend {
                          "beyond the repository's size limit are removed) or it was deleted");
   }
 
+  // The cached signed URL of `key`, or one looked up now. Concurrent callers
+  // for one key share a single lookup (the service is rate limited).
+  Result<std::string> UrlOf(const std::string& key) {
+    std::shared_ptr<std::mutex> key_mu;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = urls_.find(key); it != urls_.end()) return it->second;
+      auto& m = lookup_mu_[key];
+      if (!m) m = std::make_shared<std::mutex>();
+      key_mu = m;
+    }
+    std::lock_guard<std::mutex> one(*key_mu);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = urls_.find(key); it != urls_.end()) return it->second;
+    }
+    BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(key));
+    if (!e) return Evicted(key);
+    std::lock_guard<std::mutex> lock(mu_);
+    urls_[key] = e->url;
+    return e->url;
+  }
+
   // GET/HEAD of the entry `key` through its signed URL (req.url is filled
-  // in). A URL the storage refuses (expired or revoked) is looked up afresh
-  // and the request sent once more.
+  // in). A URL the storage refuses (expired or revoked: 401/403) is replaced
+  // by a fresh one this request looks up itself, and the request is sent once
+  // more with it.
   Result<http::Response> Download(const std::string& key, http::Request req) {
+    BCFS_ASSIGN_OR_RETURN(std::string url, UrlOf(key));
     for (int attempt = 0; attempt < 2; ++attempt) {
-      std::string url;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (auto it = urls_.find(key); it != urls_.end()) url = it->second;
-      }
-      if (url.empty()) {
-        BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(key));
-        if (!e) return Evicted(key);
-        url = e->url;
-        std::lock_guard<std::mutex> lock(mu_);
-        urls_[key] = url;
-      }
       req.url = url;
       auto resp = client_->Do(req);
       if (!resp.ok()) return resp.status().WithContext(What() + ": key " + key);
@@ -323,8 +336,13 @@ class GhaBackend : public Backend {
       if ((resp->status == 401 || resp->status == 403) && attempt == 0) {
         LOG_INFO(What() << ": the signed URL of " << key << " was refused (" << ErrorText(*resp)
                         << "); asking for a fresh one");
+        BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(key));
         std::lock_guard<std::mutex> lock(mu_);
-        if (auto it = urls_.find(key); it != urls_.end() && it->second == url) urls_.erase(it);
+        if (!e) {
+          urls_.erase(key);
+          return Evicted(key);
+        }
+        url = urls_[key] = e->url;
         continue;
       }
       if (resp->status == 404) {
@@ -335,7 +353,8 @@ class GhaBackend : public Backend {
       return Status(
           resp->status == 401 || resp->status == 403 ? Code::kPermissionDenied : Code::kUnavailable,
           What() + ": key " + key + ": download from " + http::RedactUrl(url) + ": " +
-              ErrorText(*resp),
+              ErrorText(*resp) +
+              (resp->status == 401 || resp->status == 403 ? " (with a fresh URL)" : ""),
           static_cast<int>(resp->status));
     }
     return InternalError("unreachable");
@@ -488,8 +507,10 @@ class GhaBackend : public Backend {
   std::map<Digest, Doc> docs_;               // GUARDED_BY(mu_): synthesized manifests, configs
   std::map<Digest, BlobStat> listed_;        // GUARDED_BY(mu_): from the REST listing
   std::map<std::string, std::string> urls_;  // GUARDED_BY(mu_): key -> signed URL
-  std::vector<Digest> roots_;                // GUARDED_BY(mu_)
-  TimeNs refs_modified_ = 0;                 // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_): one lookup at a time per key
+  std::map<std::string, std::shared_ptr<std::mutex>> lookup_mu_;
+  std::vector<Digest> roots_;  // GUARDED_BY(mu_)
+  TimeNs refs_modified_ = 0;   // GUARDED_BY(mu_)
 };
 
 }  // namespace

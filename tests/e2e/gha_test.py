@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""End-to-end tests of GitHub Actions cache sources (`type=gha`): real FUSE mounts, as
+root, of caches written in BuildKit's gha layout (FORMATS.md §7.3) into the mock cache
+service tests/servers/gha_mock.py, started on 127.0.0.1 by this module. The mock serves
+the blob bytes itself at signed URLs shaped like Azure SAS URLs (it checks sig/se/sp and
+honours Range); it does not need Azurite.
+
+The caches are generated here with Python (gzip'd tar layers, cache configs with per-layer
+annotations as BuildKit's gha exporter writes them), saved through the mock's v2 protocol
+(CreateCacheEntry, Put Blob to the signed URL, FinalizeCacheEntryUpload) with tokens whose
+`ac` claim makes the writes land in three branch scopes. Expectations come from those
+Python-side bytes and hashlib, not from the code under test.
+
+  1. MockProtocol: the mock refuses missing and wrong tokens, answers 429, expires URLs.
+  2. Reads: v2 and v1 mounts show one ref per branch scope (newest index), the config
+     byte for byte, the synthesized manifest, and every blob byte-exact.
+  3. Faults: 429 with Retry-After and signed URLs that stop working mid-blob are survived;
+     an evicted blob fails only its own reads (EIO, user.buildcachefs.error says so).
+  4. Credentials: a wrong token makes `buildcachefs ls` exit 1 naming the service, never
+     the token; repository+ghtoken alone list refs and blob sizes and reads say that
+     content needs a runtime token.
+
+Run by ctest: gha_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
+"""
+
+import errno
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "servers"))
+
+import e2e_cli  # noqa: E402
+import mount_test as mt  # noqa: E402
+import gha_mock  # noqa: E402
+
+ARGS = None
+VERSION = hashlib.sha256(b"|go-actionscache-1.0").hexdigest()
+LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+X = "user.buildcachefs."
+MIB = 1 << 20
+SCOPES = ["refs/heads/main", "refs/heads/feature/x", "refs/pull/7/merge"]
+GHTOKEN = "ghp_TESTghTokenValue123"
+
+
+def scope_hash(scope):
+    return hashlib.sha256(scope.encode()).hexdigest()[:8]
+
+
+def index_key(scope, attr="buildkit"):
+    return "index-%s-1-%s" % (attr, scope_hash(scope))
+
+
+def blob_key(digest):
+    return "buildkit-blob-1-" + digest
+
+
+def make_layer(rng, nfiles, big=0):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(nfiles):
+            data = rng.randbytes(big if (big and i == 0) else rng.randint(10, 4000))
+            ti = tarfile.TarInfo("dir/file%d" % i)
+            ti.size, ti.mtime, ti.mode = len(data), 1700000000, 0o644
+            tf.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    gz = gzip.compress(raw, compresslevel=1, mtime=0)
+    return gz, "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+class Cache:
+    """One exported cache: its layers (digest -> bytes) and its config JSON."""
+
+    def __init__(self, seed, nlayers, big=0):
+        rng = random.Random(seed)
+        self.blobs = {}
+        layers = []
+        for i in range(nlayers):
+            gz, diff = make_layer(rng, 3, big if i == 0 else 0)
+            d = "sha256:" + hashlib.sha256(gz).hexdigest()
+            self.blobs[d] = gz
+            layers.append({"blob": d, "parent": i - 1 if i else -1,
+                           "annotations": {"mediaType": LAYER_GZ, "diffID": diff,
+                                           "size": len(gz),
+                                           "createdAt": "2026-0%d-01T10:00:00Z" % (i % 9 + 1)}})
+        rec = "sha256:" + hashlib.sha256(b"rec%d" % seed).hexdigest()
+        self.config = json.dumps({"layers": layers, "records": [
+            {"digest": rec, "layers": [{"layer": nlayers - 1,
+                                        "createdAt": "2026-01-01T10:00:00Z"}]}]},
+            separators=(",", ":")).encode()
+
+
+CACHES = {}   # scope -> the cache its newest index holds
+OLD = None    # an older index of main (#1), superseded by #2
+TOKENS = {}   # name -> JWT
+WRITERS = {}  # scope -> a JWT that writes into it
+MOCK = None
+
+
+def build_and_save():
+    global OLD, MOCK
+    writers = WRITERS
+    writers.update({s: gha_mock.make_jwt([(s, 3)]) for s in SCOPES})
+    TOKENS["reader"] = gha_mock.make_jwt([(SCOPES[1], 3), (SCOPES[0], 1), (SCOPES[2], 1)])
+    TOKENS["main"] = gha_mock.make_jwt([(SCOPES[0], 3)])
+    TOKENS["unknown"] = gha_mock.make_jwt([(SCOPES[0], 3)])  # valid JWT, not issued
+    MOCK = gha_mock.GhaMock(tokens=list(writers.values()) + [TOKENS["reader"], TOKENS["main"]],
+                            ghtoken=GHTOKEN, repository="octo/app").start()
+    OLD = Cache(1, 2)
+    CACHES[SCOPES[0]] = Cache(2, 4, big=20 * MIB)   # a 20 MiB layer: 3 store parts
+    CACHES[SCOPES[1]] = Cache(3, 3)
+    CACHES[SCOPES[2]] = Cache(4, 2)
+    plan = [(SCOPES[0], OLD, 1), (SCOPES[0], CACHES[SCOPES[0]], 2),
+            (SCOPES[1], CACHES[SCOPES[1]], 1), (SCOPES[2], CACHES[SCOPES[2]], 1)]
+    for scope, cache, n in plan:
+        tok = writers[scope]
+        for d, data in cache.blobs.items():
+            gha_mock.save(MOCK.url, tok, blob_key(d), VERSION, data)
+        gha_mock.save(MOCK.url, tok, "%s#%d" % (index_key(scope), n), VERSION, cache.config)
+
+
+def ref_name(scope):
+    return "buildkit@" + scope[len("refs/"):].replace("heads/", "", 1)
+
+
+def ref_dir(scope):
+    return ref_name(scope).replace("%", "%25").replace("/", "%2F")
+
+
+def all_blobs():
+    out = {}
+    for c in CACHES.values():
+        out.update(c.blobs)
+    return out
+
+
+def control(what):
+    with urllib.request.urlopen(urllib.request.Request(MOCK.url + "_control/" + what,
+                                                       method="POST"), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def counters():
+    return control("counters")
+
+
+def v2_source(token="reader"):
+    return "type=gha,url_v2=%s,token=%s,version=2" % (MOCK.url, TOKENS[token])
+
+
+class Base(mt.Base):
+    def check_mount(self, mnt, scopes):
+        src = os.path.join(mnt, "gha-buildkit")
+        self.assertEqual(sorted(os.listdir(os.path.join(src, "refs"))),
+                         sorted(ref_dir(s) for s in scopes))
+        for s in scopes:
+            cache = CACHES[s]
+            rd = os.path.join(src, "refs", ref_dir(s))
+            self.assertEqual(os.getxattr(rd, X + "ref").decode(), ref_name(s))
+            self.assertEqual(mt.read_all(os.path.join(rd, "cache-config.json")), cache.config)
+            man = json.loads(mt.read_all(os.path.join(rd, "manifest.json")))
+            self.assertEqual(man["manifests"][-1]["digest"],
+                             "sha256:" + hashlib.sha256(cache.config).hexdigest())
+            self.assertEqual(sorted(m["digest"] for m in man["manifests"][:-1]),
+                             sorted(cache.blobs))
+        for s in scopes:
+            for d, data in CACHES[s].blobs.items():
+                p = os.path.join(src, "blobs", "sha256", d.split(":")[1])
+                self.assertEqual(os.stat(p).st_size, len(data))
+                got = mt.read_all(p)
+                self.assertTrue(got == data, "blob %s differs (%d bytes read)" % (d, len(got)))
+
+
+class MockProtocol(Base):
+    def post(self, token, body):
+        hdrs = {"Content-Type": "application/json"}
+        if token:
+            hdrs["Authorization"] = "Bearer " + token
+        req = urllib.request.Request(MOCK.url.rstrip("/") + gha_mock.TWIRP +
+                                     "GetCacheEntryDownloadURL", data=json.dumps(body).encode(),
+                                     headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read()), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}"), e.headers
+
+    def test_missing_and_wrong_tokens_are_refused_429_answered_urls_expire(self):
+        k = index_key(SCOPES[0])
+        body = {"key": k, "restore_keys": [k], "version": VERSION}
+        self.assertEqual(self.post(None, body)[0], 401)
+        st, js, _ = self.post(TOKENS["unknown"], body)
+        self.assertEqual((st, js["code"]), (401, "unauthenticated"))
+        st, js, _ = self.post(TOKENS["main"], body)
+        self.assertEqual((st, js["ok"], js["matched_key"]), (200, True, k + "#2"))
+        url = js["signed_download_url"]
+        self.assertIn("sig=", url)
+        self.assertIn("se=", url)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            self.assertEqual(r.read(), CACHES[SCOPES[0]].config)
+        control("429?count=1&retry_after=2")
+        st, _, hdrs = self.post(TOKENS["main"], body)
+        self.assertEqual((st, hdrs["Retry-After"]), (429, "2"))
+        control("expire")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(url, timeout=10)
+        self.assertEqual(cm.exception.code, 403)
+        self.assertEqual(self.post(TOKENS["main"], body)[0], 200)
+        # v1 and REST
+        req = urllib.request.Request(
+            MOCK.url + "_apis/artifactcache/cache?keys=%s&version=%s" % (
+                urllib.parse.quote(k), VERSION),
+            headers={"Authorization": "Bearer " + TOKENS["main"]})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(json.loads(r.read())["cacheKey"], k + "#2")
+        req = urllib.request.Request(MOCK.url + "repos/octo/app/actions/caches?per_page=100",
+                                     headers={"Authorization": "Bearer " + GHTOKEN})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            js = json.loads(r.read())
+        n = sum(len(c.blobs) + 1 for c in CACHES.values()) + len(OLD.blobs) + 1
+        self.assertEqual(js["total_count"], n)
+
+
+class Reads(Base):
+    def test_v2_every_scope_newest_index_every_blob_byte_exact(self):
+        mnt = self.mount([v2_source()])
+        self.check_mount(mnt, SCOPES)
+        # The synthesized index-shape manifest (DESIGN.md §1.5), rebuilt here from the
+        # config as BuildKit's gha importer builds its descriptors; also under blobs/.
+        for s in SCOPES:
+            cache = CACHES[s]
+            layers = json.loads(cache.config)["layers"]
+            descs, seen = [], set()
+            for l in layers:
+                if l["blob"] in seen:
+                    continue
+                seen.add(l["blob"])
+                a = l["annotations"]
+                descs.append({"mediaType": a["mediaType"], "digest": l["blob"], "size": a["size"],
+                              "annotations": {"buildkit/createdat": a["createdAt"],
+                                              "containerd.io/uncompressed": a["diffID"]}})
+            descs.append({"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                          "digest": "sha256:" + hashlib.sha256(cache.config).hexdigest(),
+                          "size": len(cache.config)})
+            want = json.dumps({"schemaVersion": 2,
+                               "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": descs}, separators=(",", ":")).encode()
+            rd = os.path.join(mnt, "gha-buildkit", "refs", ref_dir(s))
+            self.assertEqual(mt.read_all(os.path.join(rd, "manifest.json")), want)
+            blob = os.path.join(mnt, "gha-buildkit", "blobs", "sha256",
+                                hashlib.sha256(want).hexdigest())
+            self.assertEqual(mt.read_all(blob), want)
+
+    def test_v1_ghes_protocol(self):
+        src = "type=gha,url=%s,token=%s,version=1" % (MOCK.url, TOKENS["main"])
+        mnt = self.mount([src])
+        self.check_mount(mnt, [SCOPES[0]])
+
+
+class Faults(Base):
+    def test_429_and_urls_expiring_mid_blob_are_survived(self):
+        mnt = self.mount([v2_source("main")])
+        before = counters()
+        control("429?count=3&retry_after=1")
+        control("expire?max_uses=1")  # each download URL serves one request only
+        try:
+            self.check_mount(mnt, [SCOPES[0]])
+        finally:
+            control("expire?max_uses=0")
+        after = counters()
+        self.assertEqual(after.get("429", 0) - before.get("429", 0), 3)
+        self.assertGreater(after.get("blob:expired", 0), before.get("blob:expired", 0))
+        with open(self.logs[mnt], "rb") as f:
+            log = f.read().decode(errors="replace")
+        self.assertNotIn(TOKENS["main"], log)
+
+    def test_an_evicted_blob_fails_only_its_own_reads(self):
+        mnt = self.mount([v2_source()])
+        cache = CACHES[SCOPES[1]]
+        victim = sorted(cache.blobs)[0]
+        control("evict?key=" + urllib.parse.quote(blob_key(victim)))
+        self.addCleanup(gha_mock.save, MOCK.url, WRITERS[SCOPES[1]], blob_key(victim), VERSION,
+                        cache.blobs[victim])
+        p = os.path.join(mnt, "gha-buildkit", "blobs", "sha256", victim.split(":")[1])
+        self.assertEqual(mt.read_errno(p), errno.EIO)
+        err = os.getxattr(p, X + "error").decode()
+        self.assertIn("evicted", err)
+        self.assertIn(blob_key(victim), err)
+        for d, data in all_blobs().items():
+            if d == victim:
+                continue
+            q = os.path.join(mnt, "gha-buildkit", "blobs", "sha256", d.split(":")[1])
+            self.assertTrue(mt.read_all(q) == data, d)
+
+
+class Credentials(Base):
+    def run_ls(self, source, env=None):
+        e = dict(os.environ)
+        for k in ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL",
+                  "ACTIONS_CACHE_SERVICE_V2", "GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+            e.pop(k, None)
+        e.update(env or {})
+        return subprocess.run([ARGS.bin, "ls", source, "--format", "json"], capture_output=True,
+                              text=True, timeout=120, env=e)
+
+    def test_a_wrong_token_is_reported_with_the_service_named(self):
+        tok = TOKENS["unknown"]
+        p = self.run_ls("type=gha,url_v2=%s,token=%s" % (MOCK.url, tok))
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        out = p.stdout + p.stderr
+        self.assertIn("GitHub Actions cache service v2 at " + MOCK.url.rstrip("/"), out)
+        self.assertIn("refused", out)
+        self.assertNotIn(tok, out)
+        # No token at all: nothing to read with.
+        p = self.run_ls("type=gha,url_v2=%s" % MOCK.url)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no GitHub Actions cache credentials", p.stdout + p.stderr)
+
+    def test_the_env_of_a_workflow_step_is_used(self):
+        p = self.run_ls("type=gha", {"ACTIONS_RUNTIME_TOKEN": TOKENS["main"],
+                                     "ACTIONS_RESULTS_URL": MOCK.url,
+                                     "ACTIONS_CACHE_SERVICE_V2": "true"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(ref_name(SCOPES[0]), p.stdout)
+        self.assertNotIn(TOKENS["main"], p.stdout + p.stderr)
+
+    def test_rest_only_lists_metadata_and_reads_need_a_runtime_token(self):
+        env = {"GITHUB_API_URL": MOCK.url}
+        src = "type=gha,repository=octo/app,ghtoken=" + GHTOKEN
+        p = self.run_ls(src, env)
+        out = p.stdout + p.stderr
+        for s in SCOPES:
+            self.assertIn(ref_name(s), out)
+        self.assertIn("needs an Actions runtime token", out)
+        self.assertNotIn(GHTOKEN, out)
+        bad = self.run_ls("type=gha,repository=octo/app,ghtoken=nope", env)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("GitHub REST API", bad.stdout + bad.stderr)
+        # A mount shows every blob with its size; reading says what is missing.
+        old = os.environ.get("GITHUB_API_URL")
+        os.environ["GITHUB_API_URL"] = MOCK.url
+        try:
+            mnt = self.mount([src])
+        finally:
+            if old is None:
+                os.environ.pop("GITHUB_API_URL")
+            else:
+                os.environ["GITHUB_API_URL"] = old
+        blobs = os.path.join(mnt, "gha-buildkit", "blobs", "sha256")
+        for d, data in all_blobs().items():
+            p = os.path.join(blobs, d.split(":")[1])
+            self.assertEqual(os.stat(p).st_size, len(data))
+        d = sorted(CACHES[SCOPES[2]].blobs)[0]
+        p = os.path.join(blobs, d.split(":")[1])
+        self.assertNotEqual(mt.read_errno(p), 0)
+        self.assertIn("runtime token", os.getxattr(p, X + "error").decode())
+
+
+def setUpModule():
+    mt.check_prerequisites("gha tests", ARGS, ())
+    mt.ARGS = ARGS
+    build_and_save()
+
+
+def tearDownModule():
+    if MOCK:
+        MOCK.stop()
+
+
+if __name__ == "__main__":
+    e2e_cli.main()
