@@ -9,6 +9,7 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libarchive-dev
   libgtest-dev libgmock-dev bc openssl curl clang-16 libclang-rt-16-dev
   docker-registry apache2-utils
+  systemd util-linux man-db
 )
 
 missing=()
