@@ -10,6 +10,13 @@
 //
 // REST calls: List Blobs (paged with NextMarker), Get Blob (ranged), Get Blob
 // Properties (HEAD), authorized with Shared Key or a SAS token (azure_auth.h).
+// With name= nothing needs listing but ListRoots/ListBlobs (history, orphans):
+// a SAS that may read but not list (sp=r) still serves the named refs, and
+// ListBlobs then answers kUnsupported with the service's refusal.
+//
+// Known limit: the HTTP client resumes a truncated GET with a new Range, which
+// a Shared Key signature (made over the first Range) does not cover, so the
+// service refuses the resume and the store fetches the part again.
 //
 // Thread-safety: the documents and stats learnt from the service sit behind
 // one mutex; the HTTP client is thread-safe.
@@ -374,7 +381,14 @@ Result<std::string> AzblobBackend::ReadDocument(const Digest& digest, uint64_t m
 
 Result<std::vector<Digest>> AzblobBackend::ListBlobs() {
   const std::string dir = cfg_.BlobsDir();
-  BCFS_ASSIGN_OR_RETURN(std::vector<ListedBlob> listed, List(dir));
+  auto listing = List(dir);
+  if (!listing.ok() && listing.status().code() == Code::kPermissionDenied && !cfg_.names.empty()) {
+    // A read-only SAS (sp=r) reads the named manifests and their blobs but
+    // cannot list: the refs still work, only orphans stay unknown.
+    return UnsupportedError(listing.status().message());
+  }
+  if (!listing.ok()) return listing.status();
+  std::vector<ListedBlob> listed = std::move(*listing);
   std::set<Digest> out;
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& b : listed) {

@@ -404,6 +404,24 @@ class Sas(Base):
         self.assertEqual(sorted(r["name"] for r in doc["refs"]), ["broken", "feature/x", "latest"])
 
 
+    def test_a_read_only_sas_without_list_reads_the_named_refs(self):
+        c = CONTENT
+        sas = AZ.container_sas("buildkit-cache", "r")
+        src = "type=azblob,account_url=%s?%s,name=main" % (AZ.url, sas)
+        p = self.ls(src, None, "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        doc = json.loads(p.stdout)
+        self.assertEqual([r["name"] for r in doc["refs"]], ["main"])
+        self.assertEqual(doc["refs"][0]["errors"], [])
+        mnt = self.mount_env([src])
+        self.check_source(mnt, "buildkit-cache", c["root"], refs=["main"])
+        # Without name= the manifests must be listed: refused, naming the container.
+        p = self.ls("type=azblob,account_url=%s?%s" % (AZ.url, sas))
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("container buildkit-cache", p.stdout + p.stderr)
+        self.assertIn("403", p.stdout + p.stderr)
+
+
 class MissingBlob(Base):
     def test_a_manifest_naming_a_missing_blob_fails_only_that_blobs_reads(self):
         c = CONTENT["gen"]
