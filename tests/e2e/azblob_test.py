@@ -65,6 +65,7 @@ CACHECONFIG = "application/vnd.buildkit.cacheconfig.v0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 WRONG_KEY = "V3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudC1rZXktNzc4MS4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLg=="
 MISSING_SIZE = 1234
+ODD = "rel 1+\u00fc=%"
 
 
 def sha256(data):
@@ -213,13 +214,15 @@ def build_content():
                                                "createdAt": "2026-11-27T01:02:03.456Z"}],
                                    "digest": sha256(b"broken record")})
             refs["broken"] = RefExp("broken", compact(cfg))
+    # A name that needs percent-encoding in the URL (and so in the signed resource).
+    refs[ODD] = RefExp(ODD, refs["feature/x"].config_bytes)
     for name, r in refs.items():
         AZ.put_blob("gen", "team/a/m/" + name, r.config_bytes)
     for d, data in blobs.items():
         AZ.put_blob("gen", "team/a/b/" + d, data)
     c["gen"] = SourceExp("account_url=%s,secret_access_key=%s,container=gen,prefix=team/a,"
-                         "blobs_prefix=b,manifests_prefix=m,name=latest;feature/x;broken,as=gen"
-                         % (url, key), refs, blobs, missing=[md])
+                         "blobs_prefix=b,manifests_prefix=m,name=latest;feature/x;broken;%s,as=gen"
+                         % (url, key, ODD), refs, blobs, missing=[md])
     CONTENT = c
 
 
@@ -342,7 +345,7 @@ class SharedKey(Base):
         self.assertEqual(sorted(os.listdir(mnt)), [".buildcachefs", "gen", "old", "root"])
         self.assertEqual(sorted(c["root"].refs), ["growth", "growth-alias", "main"])
         self.assertEqual(sorted(c["old"].refs), ["v0.11.6"])
-        self.assertEqual(sorted(c["gen"].refs), ["broken", "feature/x", "latest"])
+        self.assertEqual(sorted(c["gen"].refs), ["broken", "feature/x", "latest", ODD])
         for k in ("root", "old", "gen"):
             with self.subTest(source=k):
                 self.check_source(mnt, k, c[k])
@@ -401,7 +404,8 @@ class Sas(Base):
         p = self.ls("type=azblob,blobs_prefix=b,manifests_prefix=m", env, "--format", "json")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         doc = json.loads(p.stdout)
-        self.assertEqual(sorted(r["name"] for r in doc["refs"]), ["broken", "feature/x", "latest"])
+        self.assertEqual(sorted(r["name"] for r in doc["refs"]),
+                         ["broken", "feature/x", "latest", ODD])
 
 
     def test_a_read_only_sas_without_list_reads_the_named_refs(self):
