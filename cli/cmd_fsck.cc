@@ -19,6 +19,7 @@
 #include "core/paths.h"
 #include "index/index.h"
 #include "store/content_store.h"
+#include "tree/tree.h"
 
 namespace bcfs::cli {
 namespace {
@@ -40,7 +41,7 @@ made again, on demand). Repair needs the content store: unmount first.
 Exit status: 0 sound (or everything repaired), 1 problems remain, 2 usage error.
 )";
 
-constexpr uint64_t kDerivedBlock = 4u << 20;  // as tree/ writes the block digests
+constexpr uint64_t kDerivedBlock = tree::kDerivedBlockSize;
 
 bool IsHex64(std::string_view s) {
   if (s.size() != 64) return false;

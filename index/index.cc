@@ -110,9 +110,11 @@ CREATE TABLE layer_indexes (
   indexed_ns        INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- A layer's tar entries in tar order (seq).
+-- A layer's tar entries in tar order (seq). No foreign key: checking one on
+-- every insert reads the parent row, whose seek points can be megabytes;
+-- SaveLayerIndex and RemoveLayerIndex keep the two tables in step.
 CREATE TABLE layer_entries (
-  digest      TEXT NOT NULL REFERENCES layer_indexes(digest) ON DELETE CASCADE,
+  digest      TEXT NOT NULL,
   seq         INTEGER NOT NULL,
   path        TEXT NOT NULL,
   type        TEXT NOT NULL,
@@ -996,6 +998,16 @@ Result<std::vector<BlobUse>> Index::ListBlobUses() {
 
 // Layer indexes
 
+// Deletes a layer's row and its entries (inside the caller's transaction).
+static Status DeleteLayerRows(Connection& conn, const std::string& digest) {
+  {
+    BCFS_ASSIGN_OR_RETURN(Stmt del, conn.Prepare("DELETE FROM layer_entries WHERE digest = ?1"));
+    BCFS_RETURN_IF_ERROR(del.Bind(1, digest).Run("delete the old entries"));
+  }
+  BCFS_ASSIGN_OR_RETURN(Stmt del, conn.Prepare("DELETE FROM layer_indexes WHERE digest = ?1"));
+  return del.Bind(1, digest).Run("delete the old row");
+}
+
 Status Index::SaveLayerIndex(const LayerIndexRow& row) {
   std::string op = "save layer index of " + row.digest.ToString();
   return NoThrow(path(), op, [&]() -> Status {
@@ -1004,11 +1016,7 @@ Status Index::SaveLayerIndex(const LayerIndexRow& row) {
       const std::string digest = row.digest.ToString();
       Transaction tx(db_.get());
       BCFS_RETURN_IF_ERROR(tx.BeginWrite());
-      {
-        BCFS_ASSIGN_OR_RETURN(Stmt del,
-                              db_->Prepare("DELETE FROM layer_indexes WHERE digest = ?1"));
-        BCFS_RETURN_IF_ERROR(del.Bind(1, digest).Run("delete the old row"));
-      }
+      BCFS_RETURN_IF_ERROR(DeleteLayerRows(*db_, digest));
       {
         BCFS_ASSIGN_OR_RETURN(
             Stmt ins, db_->Prepare("INSERT INTO layer_indexes(digest, format, uncompressed_size, "
@@ -1114,8 +1122,10 @@ Status Index::RemoveLayerIndex(const Digest& digest) {
   std::string op = "remove layer index of " + digest.ToString();
   return NoThrow(path(), op, [&]() -> Status {
     auto body = [&]() -> Status {
-      BCFS_ASSIGN_OR_RETURN(Stmt stmt, db_->Prepare("DELETE FROM layer_indexes WHERE digest = ?1"));
-      return stmt.Bind(1, digest.ToString()).Run("delete");
+      Transaction tx(db_.get());
+      BCFS_RETURN_IF_ERROR(tx.BeginWrite());
+      BCFS_RETURN_IF_ERROR(DeleteLayerRows(*db_, digest.ToString()));
+      return tx.Commit();
     };
     return db_->Context(body(), op);
   });

@@ -100,10 +100,8 @@ Status FdRead(int fd, uint64_t offset, std::span<char> out) {
 
 // The encoding of layer rows in the index (index::LayerIndexRow::format):
 // bump it when what a row means changes, and layers are indexed again.
-constexpr int kLayerIndexFormat = 1;
-// The derived copy of a layer is checked in blocks of this size against the
-// digests its indexing pass recorded, before a block is first served.
-constexpr uint64_t kDerivedBlock = 4u << 20;
+constexpr int kLayerIndexFormat = 2;  // 2: 1 MiB derived blocks
+constexpr uint64_t kDerivedBlock = kDerivedBlockSize;
 // A compressed layer whose tar stream grows past this is cut there (entries
 // whose data lies before the cut stay readable): the bound on the work one
 // hostile blob can cause. Deflate cannot exceed ~1032x; zstd can.

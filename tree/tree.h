@@ -36,6 +36,11 @@
 
 namespace bcfs::tree {
 
+// The derived uncompressed copy of a layer is checked in blocks of this size
+// against the sha256 digests its indexing pass recorded in the index (each
+// block before it is first served in a mount; fsck checks them all).
+inline constexpr uint64_t kDerivedBlockSize = 1u << 20;
+
 // kCharDev, kBlockDev and kFifo exist only inside layers (the tar's own
 // entries); the mount is nodev, so they cannot be used as devices.
 enum class Kind { kDir, kFile, kSymlink, kCharDev, kBlockDev, kFifo };
