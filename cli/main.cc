@@ -14,17 +14,20 @@ BuildKit build caches (docker buildx --cache-to type=local|registry|inline|s3|az
 as something you can see into.
 
 Commands:
-  mount [-f] [-o OPTS] SOURCE... MOUNTPOINT
+  mount [-f] [-o OPTS] [--config FILE] SOURCE... MOUNTPOINT
                                     show caches as a read-only directory tree (FUSE)
   ls SOURCE [REF] [--format json]   refs, layers, records and history of a cache, without mounting
+  du [SOURCE...]                    bytes per ref: total, shared, unique, cached, last use
+  verify SOURCE [REF]               every blob present and intact (exit status says so)
+  warm SOURCE [REF]                 fetch a remote cache's blobs into the local store
+  prune SOURCE [--yes]              delete what no kept ref of the cache reaches
+  gc [--max-used-space SIZE]        evict from the local store, least recently used first
+  fsck [--repair]                   check that the local store and the index agree
   version                           print the version
 
   buildcachefs SOURCE MOUNTPOINT -o OPTS
                                     the mount form mount.fuse3 runs for fstab entries
                                     (type fuse.buildcachefs)
-
-Also: du [SOURCE...] (bytes per ref), verify SOURCE [REF] (blobs present and intact),
-warm SOURCE [REF] (fetch into the local store). Coming next: prune, gc, fsck.
 
 SOURCE is the CSV given to buildx --cache-from, e.g. type=local,src=/var/cache/bk.
 Run `buildcachefs COMMAND --help` for a command's options.
