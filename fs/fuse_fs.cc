@@ -420,6 +420,14 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   DirHandle* h =
       s.Adopt(std::make_unique<DirHandle>(DirHandle{*self, parent, std::move(*entries)}));
   fi->fh = reinterpret_cast<uint64_t>(h);
+  // Content-addressed folders (layers, snapshots) never change once listed:
+  // the kernel may keep their listing. Asked again after ReadDir, because an
+  // unindexed layer folder is not cacheable until it has been indexed.
+  if (Result<tree::Attr> now = s.tree().GetAttr(ino);
+      now.ok() && now->cache == tree::CachePolicy::kImmutable) {
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+  }
   // When the reply cannot be delivered (the opendir was interrupted) no
   // releasedir will follow, so the handle is ours to free.
   if (fuse_reply_open(req, fi) != 0) s.Release(h);
