@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "backends/backend_s3.h"
 #include "core/base64.h"
 #include "formats/cacheconfig.h"
 #include "formats/json_util.h"
@@ -299,38 +300,8 @@ Result<RestPage> ParseRestPage(std::string_view text) {
 }
 
 Result<std::string> SynthesizeManifest(std::string_view config_text, std::string_view doc) {
-  BCFS_ASSIGN_OR_RETURN(formats::CacheConfig config, formats::ParseCacheConfig(config_text, doc));
-  auto str = [](std::string_view s) { return Json(std::string(s)).dump(); };
-  std::string out =
-      "{\"schemaVersion\":2,\"mediaType\":" + str(formats::media::kOciIndex) + ",\"manifests\":[";
-  std::vector<Digest> seen;
-  for (size_t i = 0; i < config.layers.size(); ++i) {
-    const formats::CacheLayer& l = config.layers[i];
-    if (std::find(seen.begin(), seen.end(), l.blob) != seen.end()) continue;
-    seen.push_back(l.blob);
-    const std::string what =
-        std::string(doc) + ": layer " + std::to_string(i) + " (" + l.blob.ToString() + ")";
-    if (!l.annotations) {
-      return CorruptError(what + " has no annotations; BuildKit refuses to import it");
-    }
-    if (l.annotations->diff_id.empty()) {
-      return CorruptError(what + " has no diffID annotation; BuildKit refuses to import it");
-    }
-    out += "{\"mediaType\":" + str(l.annotations->media_type) +
-           ",\"digest\":" + str(l.blob.ToString()) +
-           ",\"size\":" + std::to_string(std::max<int64_t>(l.annotations->size, 0)) +
-           ",\"annotations\":{";
-    if (l.annotations->created_at != 0) {
-      out += str(formats::annotation::kCreatedAt) + ":" +
-             str(FormatRfc3339(l.annotations->created_at)) + ",";
-    }
-    out += str(formats::annotation::kUncompressed) + ":" + str(l.annotations->diff_id.ToString()) +
-           "}},";
-  }
-  out += "{\"mediaType\":" + str(formats::media::kCacheConfig) +
-         ",\"digest\":" + str(Digest::Sha256Of(config_text).ToString()) +
-         ",\"size\":" + std::to_string(config_text.size()) + "}]}";
-  return out;
+  // The same document BuildKit's s3 and azblob importers build.
+  return s3::SynthesizeManifest(config_text, doc);
 }
 
 }  // namespace bcfs::backends::gha
