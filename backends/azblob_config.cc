@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <set>
 
+#include "backends/xml_text.h"
+
 namespace bcfs::backends {
 namespace {
 
@@ -67,58 +69,6 @@ std::string StripTrailingSlash(std::string s) {
   return s;
 }
 
-// XML text with the five predefined entities and numeric references decoded.
-std::string XmlText(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out += s[i];
-      continue;
-    }
-    size_t semi = s.find(';', i);
-    if (semi == std::string_view::npos) {
-      out += s[i];
-      continue;
-    }
-    std::string_view ent = s.substr(i + 1, semi - i - 1);
-    if (ent == "amp") {
-      out += '&';
-    } else if (ent == "lt") {
-      out += '<';
-    } else if (ent == "gt") {
-      out += '>';
-    } else if (ent == "quot") {
-      out += '"';
-    } else if (ent == "apos") {
-      out += '\'';
-    } else if (ent.size() > 1 && ent[0] == '#') {
-      unsigned long cp = ent[1] == 'x' || ent[1] == 'X'
-                             ? std::strtoul(std::string(ent.substr(2)).c_str(), nullptr, 16)
-                             : std::strtoul(std::string(ent.substr(1)).c_str(), nullptr, 10);
-      // UTF-8 encode.
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      }
-    } else {
-      out += s.substr(i, semi - i + 1);
-    }
-    i = semi;
-  }
-  return out;
-}
-
 // The text of the first <tag>…</tag> (or <tag attr…>…</tag>) inside s, nullopt
 // when absent; "" for <tag/>.
 std::optional<std::string> Element(std::string_view s, std::string_view tag) {
@@ -138,7 +88,7 @@ std::optional<std::string> Element(std::string_view s, std::string_view tag) {
     if (s[gt - 1] == '/') return std::string();
     size_t close = s.find("</" + std::string(tag) + ">", gt + 1);
     if (close == std::string_view::npos) return std::nullopt;
-    return XmlText(s.substr(gt + 1, close - gt - 1));
+    return XmlUnescape(s.substr(gt + 1, close - gt - 1));
   }
 }
 
