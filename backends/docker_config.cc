@@ -1,8 +1,11 @@
 #include "backends/docker_config.h"
 
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -52,7 +55,25 @@ Result<Credentials> RunHelper(const std::string& helper, const std::string& key)
   ::close(in[0]);
   ::close(out[1]);
   std::string request = key;
-  (void)!::write(in[1], request.data(), request.size());
+  {
+    // A helper that exits without reading its stdin must not kill us with
+    // SIGPIPE: block it for this thread while writing, then drop a pending one.
+    sigset_t pipe_set, old_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    const bool was_pending = [&] {
+      sigset_t pending;
+      sigpending(&pending);
+      return sigismember(&pending, SIGPIPE) == 1;
+    }();
+    const ssize_t wrote = ::write(in[1], request.data(), request.size());
+    if (wrote < 0 && errno == EPIPE && !was_pending) {
+      const timespec zero{0, 0};
+      sigtimedwait(&pipe_set, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+  }
   ::close(in[1]);
   std::string reply;
   char buf[4096];
