@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """End-to-end tests of GitHub Actions cache sources (`type=gha`): real FUSE mounts, as
 root, of caches written in BuildKit's gha layout (FORMATS.md §7.3) into the mock cache
-service tests/servers/gha_mock.py, started on 127.0.0.1 by this module. The mock serves
-the blob bytes itself at signed URLs shaped like Azure SAS URLs (it checks sig/se/sp and
-honours Range); it does not need Azurite.
+service tests/servers/gha_mock.py, started on 127.0.0.1 by this module together with a real
+Azurite (tests/servers/azurite_harness.py). The mock speaks the service's protocols and
+hands out real service SAS URLs signed with Azurite's account key; the blob bytes are
+uploaded to and read from Azurite, which checks every signature and expiry itself. v1
+(GHES) returns the same kind of pre-signed storage URL as its archiveLocation
+(FORMATS.md §7.4), so v1 reads go to Azurite too.
 
 The caches are generated here with Python (gzip'd tar layers, cache configs with per-layer
 annotations as BuildKit's gha exporter writes them), saved through the mock's v2 protocol
-(CreateCacheEntry, Put Blob to the signed URL, FinalizeCacheEntryUpload) with tokens whose
+(CreateCacheEntry, Put Blob into Azurite through the signed URL, FinalizeCacheEntryUpload) with tokens whose
 `ac` claim makes the writes land in three branch scopes. Expectations come from those
 Python-side bytes and hashlib, not from the code under test.
 
-  1. MockProtocol: the mock refuses missing and wrong tokens, answers 429, expires URLs.
+  1. MockProtocol: the mock refuses missing and wrong tokens, answers 429; its URLs are
+     Azurite's, and Azurite refuses them once revoked, issued expired or tampered with.
   2. Reads: v2 and v1 mounts show one ref per branch scope (newest index), the config
      byte for byte, the synthesized manifest, and every blob byte-exact.
-  3. Faults: 429 with Retry-After and signed URLs that stop working mid-blob are survived;
+  3. Faults: 429 with Retry-After, and signed URLs Azurite refuses as expired (the first
+     URL of every key, the parts of the 20 MiB blob included) are survived;
      an evicted blob fails only its own reads (EIO, user.buildcachefs.error says so).
   4. Credentials: a wrong token makes `buildcachefs ls` exit 1 naming the service, never
      the token; repository+ghtoken alone list refs and blob sizes and reads say that
@@ -46,6 +51,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "servers"))
 import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402
 import gha_mock  # noqa: E402
+from azurite_harness import Azurite, find_binary  # noqa: E402
 
 ARGS = None
 VERSION = hashlib.sha256(b"|go-actionscache-1.0").hexdigest()
@@ -108,16 +114,18 @@ OLD = None    # an older index of main (#1), superseded by #2
 TOKENS = {}   # name -> JWT
 WRITERS = {}  # scope -> a JWT that writes into it
 MOCK = None
+AZ = None     # the Azurite holding the entries' bytes
 
 
 def build_and_save():
-    global OLD, MOCK
+    global OLD, MOCK, AZ
     writers = WRITERS
     writers.update({s: gha_mock.make_jwt([(s, 3)]) for s in SCOPES})
     TOKENS["reader"] = gha_mock.make_jwt([(SCOPES[1], 3), (SCOPES[0], 1), (SCOPES[2], 1)])
     TOKENS["main"] = gha_mock.make_jwt([(SCOPES[0], 3)])
     TOKENS["unknown"] = gha_mock.make_jwt([(SCOPES[0], 3)])  # valid JWT, not issued
-    MOCK = gha_mock.GhaMock(tokens=list(writers.values()) + [TOKENS["reader"], TOKENS["main"]],
+    AZ = Azurite().start()
+    MOCK = gha_mock.GhaMock(AZ, tokens=list(writers.values()) + [TOKENS["reader"], TOKENS["main"]],
                             ghtoken=GHTOKEN, repository="octo/app").start()
     OLD = Cache(1, 2)
     CACHES[SCOPES[0]] = Cache(2, 4, big=20 * MIB)   # a 20 MiB layer: 3 store parts
@@ -198,6 +206,14 @@ class MockProtocol(Base):
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}"), e.headers
 
+    def azurite_refusal(self, url):
+        """The HTTP status of a GET Azurite refuses, after checking it is Azure's own
+        authorization error."""
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(url, timeout=10)
+        self.assertEqual(cm.exception.headers.get("x-ms-error-code"), "AuthorizationFailure")
+        return cm.exception.code
+
     def test_missing_and_wrong_tokens_are_refused_429_answered_urls_expire(self):
         k = index_key(SCOPES[0])
         body = {"key": k, "restore_keys": [k], "version": VERSION}
@@ -207,18 +223,36 @@ class MockProtocol(Base):
         st, js, _ = self.post(TOKENS["main"], body)
         self.assertEqual((st, js["ok"], js["matched_key"]), (200, True, k + "#2"))
         url = js["signed_download_url"]
+        # A real SAS URL into Azurite, which serves the bytes.
+        self.assertTrue(url.startswith(AZ.url + "/"), url)
         self.assertIn("sig=", url)
-        self.assertIn("se=", url)
+        self.assertIn("si=", url)
         with urllib.request.urlopen(url, timeout=10) as r:
             self.assertEqual(r.read(), CACHES[SCOPES[0]].config)
+        tampered = url.replace("sr=b", "sr=b&sp=rw") if "sp=" not in url else url
+        self.assertEqual(self.azurite_refusal(url.replace("si=r", "si=x")), 403)
+        self.assertEqual(self.azurite_refusal(tampered), 403)
         control("429?count=1&retry_after=2")
         st, _, hdrs = self.post(TOKENS["main"], body)
         self.assertEqual((st, hdrs["Retry-After"]), (429, "2"))
         control("expire")
-        with self.assertRaises(urllib.error.HTTPError) as cm:
-            urllib.request.urlopen(url, timeout=10)
-        self.assertEqual(cm.exception.code, 403)
-        self.assertEqual(self.post(TOKENS["main"], body)[0], 200)
+        self.assertEqual(self.azurite_refusal(url), 403)
+        st, js, _ = self.post(TOKENS["main"], body)
+        self.assertEqual(st, 200)
+        with urllib.request.urlopen(js["signed_download_url"], timeout=10) as r:
+            self.assertEqual(r.read(), CACHES[SCOPES[0]].config)
+        # Issued already expired (its own se= in the past): Azurite refuses it, the next
+        # lookup of the key gets a good one.
+        control("expire?first_per_key=1")
+        try:
+            first = self.post(TOKENS["main"], body)[1]["signed_download_url"]
+            second = self.post(TOKENS["main"], body)[1]["signed_download_url"]
+        finally:
+            control("expire?first_per_key=0")
+        self.assertIn("se=", first)
+        self.assertEqual(self.azurite_refusal(first), 403)
+        with urllib.request.urlopen(second, timeout=10) as r:
+            self.assertEqual(r.read(), CACHES[SCOPES[0]].config)
         # v1 and REST
         req = urllib.request.Request(
             MOCK.url + "_apis/artifactcache/cache?keys=%s&version=%s" % (
@@ -271,18 +305,22 @@ class Reads(Base):
 
 
 class Faults(Base):
-    def test_429_and_urls_expiring_mid_blob_are_survived(self):
+    def test_429_and_urls_azurite_refuses_as_expired_are_survived(self):
         mnt = self.mount([v2_source("main")])
         before = counters()
         control("429?count=3&retry_after=1")
-        control("expire?max_uses=1")  # each download URL serves one request only
+        control("expire?first_per_key=1")  # Azurite refuses the first URL of every key
         try:
             self.check_mount(mnt, [SCOPES[0]])
         finally:
-            control("expire?max_uses=0")
+            control("expire?first_per_key=0")
         after = counters()
         self.assertEqual(after.get("429", 0) - before.get("429", 0), 3)
-        self.assertGreater(after.get("blob:expired", 0), before.get("blob:expired", 0))
+        # Every blob got an expired URL first, and was read with a fresh one.
+        n = len(CACHES[SCOPES[0]].blobs)
+        self.assertEqual(after.get("issued_expired", 0) - before.get("issued_expired", 0), n)
+        lookups = "twirp:GetCacheEntryDownloadURL"
+        self.assertGreaterEqual(after.get(lookups, 0) - before.get(lookups, 0), 2 * n + 3)
         with open(self.logs[mnt], "rb") as f:
             log = f.read().decode(errors="replace")
         self.assertNotIn(TOKENS["main"], log)
@@ -370,7 +408,8 @@ class Credentials(Base):
 
 
 def setUpModule():
-    mt.check_prerequisites("gha tests", ARGS, ())
+    absent = [] if find_binary() else ["azurite-blob is not installed (scripts/deps-azurite.sh)"]
+    mt.check_prerequisites("gha tests", ARGS, (), extra_missing=absent)
     mt.ARGS = ARGS
     build_and_save()
 
@@ -378,6 +417,8 @@ def setUpModule():
 def tearDownModule():
     if MOCK:
         MOCK.stop()
+    if AZ:
+        AZ.stop()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ exists in Debian or npm). One HTTP server on 127.0.0.1 speaks:
 
   * v2 (github.com): Twirp JSON
       POST /twirp/github.actions.results.api.v1.CacheService/CreateCacheEntry
-           {key, version} -> {ok, signed_upload_url}      ("already exists": ok=false)
+           {key, version} -> {ok, signed_upload_url}      ("already exists": 409)
       POST .../FinalizeCacheEntryUpload {key, version, size_bytes} -> {ok, entry_id}
       POST .../GetCacheEntryDownloadURL {key, restore_keys, version}
            -> {ok, signed_download_url, matched_key}: the exact key, else the newest
@@ -14,14 +14,20 @@ exists in Debian or npm). One HTTP server on 127.0.0.1 speaks:
     {"code":"bad_route"}.
   * v1 (GHES): GET /_apis/artifactcache/cache?keys=k1,k2&version=v with the same
     token -> {cacheKey, scope, archiveLocation}, or 204 when nothing matches.
-  * "Signed" blob URLs that look like Azure SAS URLs:
-      /devstoreaccount1/actions-cache/<entry id>?sv=2023-11-03&sr=b&sp=r&se=<expiry>&sig=<hmac>
-    The mock serves the bytes itself (PUT uploads with sp=cw, GET/HEAD with sp=r,
-    Range honoured with 206/Content-Range, 416 past the end). A bad signature, an
-    expired `se` or a URL issued before /_control/expire gets 403
-    AuthenticationFailed as Azure Storage answers; an evicted entry 404 BlobNotFound.
+  * The entries' bytes live in a real Azurite (tests/servers/azurite_harness.py), container
+    `actions-cache`, one block blob per entry. The signed URLs are real service SAS URLs
+    (sr=b) signed with Azurite's account key, computed here from the documented
+    string-to-sign: uploads `sp=cw` with their own `se`; downloads name a stored access
+    policy of the container (`si=`), so that they can be revoked. Azurite itself checks
+    every signature and expiry and serves the bytes and Ranges; the mock never sees them.
+    v1's archiveLocation is the same kind of pre-signed storage URL (FORMATS.md §7.4:
+    "plain GET archiveLocation (a pre-signed URL)"), so v1 reads go to Azurite too.
   * REST: GET /repos/<owner>/<repo>/actions/caches?per_page=&page=&key=&ref= with
-    `Authorization: Bearer <ghtoken>` -> {total_count, actions_caches: [...]}.
+    `Authorization: Bearer <ghtoken>` -> {total_count, actions_caches: [...]};
+    DELETE /repos/<owner>/<repo>/actions/caches?key=K[&ref=R] (every entry with exactly
+    that key, 200 with the deleted ones, 404 when none) and
+    DELETE /repos/<owner>/<repo>/actions/caches/<id> (204, 404 when absent), as GitHub's
+    REST API; the entry's blob leaves Azurite with it.
 
 Runtime tokens are JWTs (signature not checked, as GitHub's clients do not check it);
 the server accepts exactly the tokens in `tokens` and reads each one's `ac` claim for
@@ -29,12 +35,16 @@ its scopes: reads see entries of every scope in the token, writes go to the last
 with write permission (bit 2).
 
 Fault control (no auth, for the test): POST /_control/429?count=N&retry_after=S (the next
-N requests to the service or the blob URLs answer 429 with Retry-After), /_control/expire
-(every URL issued so far stops working), /_control/evict?key=K (the entry is gone).
-`counters` counts requests by kind.
+N requests to the service answer 429 with Retry-After); /_control/expire (every download
+URL issued so far stops working: the container's stored access policy is replaced, so
+Azurite refuses them with 403); /_control/expire?first_per_key=1 (from now on the first
+download URL handed out for each key is already expired, its own `se` in the past, and
+Azurite refuses it with 403; the next lookup of the key gets a valid one; first_per_key=0
+ends this); /_control/evict?key=K (the entry and its blob are gone); /_control/counters
+(requests by kind).
 
-Use from Python: `m = GhaMock(tokens=[...], ghtoken="..."); m.start(); m.url; m.stop()`,
-or run it: gha_mock.py PORT (prints the URL; tokens from GHA_MOCK_TOKENS, comma-separated).
+Use from Python: `m = GhaMock(azurite, tokens=[...], ghtoken="...").start(); m.url;
+m.stop()`.
 """
 
 import base64
@@ -42,7 +52,6 @@ import hashlib
 import hmac
 import json
 import os
-import sys
 import threading
 import time
 import urllib.parse
@@ -50,7 +59,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
-BLOB_PATH = "/devstoreaccount1/actions-cache/"
+CONTAINER = "actions-cache"
+SAS_VERSION = "2021-08-06"
 URL_LIFETIME = 600  # seconds a signed URL is valid
 
 
@@ -81,10 +91,31 @@ def iso(t):
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def sas_time(t):
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def blob_sas(account, key, container, blob, sp="", st="", se="", si=""):
+    """A service SAS for one blob (sr=b), HMAC-SHA256 with the account key over the
+    string-to-sign of versions 2020-12-06 and later: sp, st, se, canonicalized resource,
+    si, sip, spr, sv, sr, snapshot time, encryption scope, rscc, rscd, rsce, rscl, rsct."""
+    spr = "https,http"
+    sts = "\n".join([sp, st, se, "/blob/%s/%s/%s" % (account, container, blob), si, "", spr,
+                     SAS_VERSION, "b", "", "", "", "", "", "", ""])
+    sig = base64.b64encode(hmac.new(base64.b64decode(key), sts.encode(),
+                                    hashlib.sha256).digest()).decode()
+    q = [("sv", SAS_VERSION), ("spr", spr), ("sr", "b")]
+    q += [(k, v) for k, v in (("sp", sp), ("st", st), ("se", se), ("si", si)) if v]
+    q.append(("sig", sig))
+    return urllib.parse.urlencode(q, quote_via=urllib.parse.quote)
+
+
 class Entry:
     def __init__(self, eid, key, version, scope):
         self.id, self.key, self.version, self.scope = eid, key, version, scope
-        self.data = None        # bytes once uploaded
+        self.blob = "%d-%s" % (eid, hashlib.sha256(
+            ("%s\0%s" % (key, version)).encode()).hexdigest()[:16])
+        self.size = None        # bytes once finalized
         self.finalized = False
         self.created = time.time()
         self.accessed = self.created
@@ -92,19 +123,19 @@ class Entry:
 
 
 class GhaMock:
-    def __init__(self, tokens=(), ghtoken=None, repository="octo/app"):
+    def __init__(self, azurite, tokens=(), ghtoken=None, repository="octo/app"):
+        self.az = azurite
         self.tokens = set(tokens)
         self.ghtoken = ghtoken
         self.repository = repository
-        self.secret = os.urandom(16)
         self.lock = threading.Lock()
         self.entries = {}       # id -> Entry
         self.next_id = 1
         self.fail_429 = 0
         self.retry_after = 1
-        self.expired_before = 0.0  # URLs issued before this are refused
-        self.max_uses = 0          # >0: a download URL works for this many requests only
-        self.uses = {}             # sig -> requests served
+        self.policy_gen = 0        # download URLs name stored access policy "r<gen>"
+        self.first_expired = False  # the first URL of each key is issued expired
+        self.expired_keys = set()   # keys whose expired URL was handed out
         self.counters = {}
         self.server = None
         self.url = None
@@ -123,15 +154,14 @@ class GhaMock:
             def do_GET(self):
                 mock.handle(self, "GET")
 
-            def do_HEAD(self):
-                mock.handle(self, "HEAD")
-
             def do_POST(self):
                 mock.handle(self, "POST")
 
-            def do_PUT(self):
-                mock.handle(self, "PUT")
+            def do_DELETE(self):
+                mock.handle(self, "DELETE")
 
+        self.az.create_container(CONTAINER)
+        self.rotate_policy()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
@@ -144,24 +174,51 @@ class GhaMock:
             self.server.server_close()
             self.server = None
 
+    # -- Azurite ----------------------------------------------------------
+
+    def rotate_policy(self):
+        """Replaces the container's stored access policy: every download URL naming the
+        old one stops working (Azure's way of revoking SAS URLs), new ones name the new."""
+        gen = self.policy_gen + 1
+        now = time.time()
+        xml = ('<?xml version="1.0" encoding="utf-8"?><SignedIdentifiers><SignedIdentifier>'
+               '<Id>r%d</Id><AccessPolicy><Start>%s</Start><Expiry>%s</Expiry>'
+               '<Permission>r</Permission></AccessPolicy></SignedIdentifier>'
+               '</SignedIdentifiers>' % (gen, sas_time(now - 300), sas_time(now + URL_LIFETIME)))
+        r = self.az.request("PUT", "/" + CONTAINER, body=xml.encode(),
+                            headers={"content-type": "application/xml"},
+                            query={"restype": ["container"], "comp": ["acl"]})
+        if r.status != 200:
+            raise RuntimeError("set container ACL: %r %s" % (r, r.body[:300]))
+        self.policy_gen = gen
+
+    def signed_url(self, entry, sp):
+        now = time.time()
+        if sp != "r":
+            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob, sp=sp,
+                           se=sas_time(now + URL_LIFETIME))
+        elif self.first_expired and entry.key not in self.expired_keys:
+            self.expired_keys.add(entry.key)
+            self.counters["issued_expired"] = self.counters.get("issued_expired", 0) + 1
+            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob, sp="r",
+                           st=sas_time(now - 600), se=sas_time(now - 60))
+        else:
+            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob,
+                           si="r%d" % self.policy_gen)
+        return "%s/%s/%s?%s" % (self.az.url, CONTAINER, entry.blob, sas)
+
+    def delete_entry(self, e):
+        """Under self.lock: the entry and its blob are gone."""
+        del self.entries[e.id]
+        r = self.az.request("DELETE", "/%s/%s" % (CONTAINER, e.blob))
+        if r.status not in (202, 404):
+            raise RuntimeError("delete blob %s: %r" % (e.blob, r))
+
     # -- helpers ----------------------------------------------------------
 
     def count(self, kind):
         with self.lock:
             self.counters[kind] = self.counters.get(kind, 0) + 1
-
-    def sign(self, eid, se, sp, st):
-        msg = ("%d\n%s\n%s\n%s" % (eid, se, sp, st)).encode()
-        return base64.b64encode(hmac.new(self.secret, msg, hashlib.sha256).digest()).decode()
-
-    def signed_url(self, entry, sp):
-        now = time.time()
-        st = "%.6f" % now
-        se = datetime.fromtimestamp(now + URL_LIFETIME, timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
-        q = urllib.parse.urlencode({"sv": "2023-11-03", "sr": "b", "sp": sp, "st": st,
-                                    "se": se, "sig": self.sign(entry.id, se, sp, st)})
-        return "%s%s%d?%s" % (self.url.rstrip("/"), BLOB_PATH, entry.id, q)
 
     def token_scopes(self, handler):
         auth = handler.headers.get("Authorization", "")
@@ -190,18 +247,13 @@ class GhaMock:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
         h.send_response(status)
-        h.send_header("Content-Type", ctype)
+        if status != 204:
+            h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
         for k, v in headers:
             h.send_header(k, v)
         h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
-
-    def azure_error(self, h, status, code, msg):
-        body = ('<?xml version="1.0" encoding="utf-8"?><Error><Code>%s</Code><Message>%s'
-                '</Message></Error>' % (code, msg)).encode()
-        self.reply(h, status, body, "application/xml", [("x-ms-error-code", code)])
+        h.wfile.write(body)
 
     def find(self, keys, version, scopes):
         """The exact first key, else the newest entry starting with any key (GitHub's rule)."""
@@ -228,13 +280,10 @@ class GhaMock:
                 return self.control(h, u.path[len("/_control/"):], q)
             if u.path.startswith(TWIRP):
                 return self.twirp(h, method, u.path[len(TWIRP):], body)
-            if u.path == "/_apis/artifactcache/cache" or u.path.endswith(
-                    "/_apis/artifactcache/cache"):
+            if u.path.endswith("/_apis/artifactcache/cache"):
                 return self.v1_lookup(h, q)
-            if u.path.startswith(BLOB_PATH):
-                return self.blob(h, method, u.path[len(BLOB_PATH):], q, body)
             if u.path.startswith("/repos/"):
-                return self.rest(h, u.path, q)
+                return self.rest(h, method, u.path, q)
             self.reply(h, 404, {"message": "Not Found"})
         except BrokenPipeError:
             pass
@@ -245,17 +294,19 @@ class GhaMock:
                 self.fail_429 = int(q.get("count", ["1"])[0])
                 self.retry_after = int(q.get("retry_after", ["1"])[0])
             elif what == "expire":
-                self.expired_before = time.time() + 0.001
-                self.max_uses = int(q.get("max_uses", ["0"])[0])
+                if "first_per_key" in q:
+                    self.first_expired = q["first_per_key"][0] == "1"
+                    self.expired_keys = set()
+                else:
+                    self.rotate_policy()
             elif what == "evict":
                 key = q["key"][0]
-                for eid in [e.id for e in self.entries.values() if e.key == key]:
-                    del self.entries[eid]
+                for e in [e for e in self.entries.values() if e.key == key]:
+                    self.delete_entry(e)
             elif what == "counters":
                 return self.reply(h, 200, dict(self.counters))
             else:
                 return self.reply(h, 404, {"message": "unknown control"})
-        time.sleep(0.002)  # an URL issued in this millisecond is expired too
         self.reply(h, 200, {"ok": True})
 
     def twirp(self, h, method, name, body):
@@ -302,12 +353,17 @@ class GhaMock:
                                            "signed_upload_url": self.signed_url(e, "cw")})
             if name == "FinalizeCacheEntryUpload":
                 for e in self.entries.values():
-                    if (e.key == req["key"] and e.version == req["version"]
-                            and not e.finalized and e.data is not None):
-                        if len(e.data) != int(req.get("size_bytes", -1)):
+                    if e.key == req["key"] and e.version == req["version"] and not e.finalized:
+                        # The uploaded blob's size, as Azure Storage reports it.
+                        r = self.az.request("HEAD", "/%s/%s" % (CONTAINER, e.blob))
+                        if r.status != 200:
+                            return self.reply(h, 404, {"code": "not_found",
+                                                       "msg": "nothing was uploaded"})
+                        size = int(r.header("content-length"))
+                        if size != int(req.get("size_bytes", -1)):
                             return self.reply(h, 400, {"code": "invalid_argument",
                                                        "msg": "size mismatch"})
-                        e.finalized = True
+                        e.size, e.finalized = size, True
                         return self.reply(h, 200, {"ok": True, "entry_id": str(e.id)})
                 return self.reply(h, 404, {"code": "not_found", "msg": "no such upload"})
         self.reply(h, 404, {"code": "bad_route", "msg": "no such method " + name})
@@ -331,94 +387,54 @@ class GhaMock:
             return self.reply(h, 200, {"cacheKey": e.key, "scope": e.scope,
                                        "archiveLocation": self.signed_url(e, "r")})
 
-    def blob(self, h, method, rest, q, body):
-        self.count("blob:" + method)
-        one = lambda k: q.get(k, [""])[0]  # noqa: E731
-        try:
-            eid = int(rest)
-        except ValueError:
-            return self.azure_error(h, 400, "InvalidUri", "bad blob name")
-        se, sp, st, sig = one("se"), one("sp"), one("st"), one("sig")
-        good = hmac.compare_digest(sig, self.sign(eid, se, sp, st))
-        if not good:
-            return self.azure_error(h, 403, "AuthenticationFailed",
-                                    "Signature did not match.")
-        try:
-            expiry = datetime.strptime(se, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            return self.azure_error(h, 403, "AuthenticationFailed", "bad se")
-        if expiry < time.time() or float(st) < self.expired_before:
-            self.count("blob:expired")
-            return self.azure_error(h, 403, "AuthenticationFailed",
-                                    "Signed expiry time has to be after signed start time")
-        if method in ("GET", "HEAD") and self.take_429():
-            self.count("429")
-            return self.reply(h, 429, b"", "application/xml",
-                              [("Retry-After", str(self.retry_after)),
-                               ("x-ms-error-code", "ServerBusy")])
-        if method in ("GET", "HEAD") and self.max_uses:
-            with self.lock:
-                n = self.uses[sig] = self.uses.get(sig, 0) + 1
-            if n > self.max_uses:
-                self.count("blob:expired")
-                return self.azure_error(h, 403, "AuthenticationFailed",
-                                        "Signed expiry time has to be after signed start time")
-        with self.lock:
-            e = self.entries.get(eid)
-        if e is None:
-            return self.azure_error(h, 404, "BlobNotFound", "The specified blob does not exist.")
-        if method == "PUT":
-            if "c" not in sp and "w" not in sp:
-                return self.azure_error(h, 403, "AuthorizationPermissionMismatch", "read only")
-            if e.finalized:
-                return self.azure_error(h, 409, "BlobAlreadyExists", "finalized")
-            e.data = body
-            return self.reply(h, 201, b"", "text/plain")
-        if "r" not in sp or not e.finalized:
-            return self.azure_error(h, 403, "AuthorizationPermissionMismatch", "no read")
-        data = e.data
-        rng = h.headers.get("x-ms-range") or h.headers.get("Range")
-        hdrs = [("Accept-Ranges", "bytes"), ("ETag", '"0x%X"' % e.id),
-                ("Last-Modified", time.strftime("%a, %d %b %Y %H:%M:%S GMT",
-                                                time.gmtime(e.created)))]
-        if rng and rng.startswith("bytes="):
-            a, _, b = rng[len("bytes="):].partition("-")
-            start = int(a)
-            end = min(int(b) if b else len(data) - 1, len(data) - 1)
-            if start >= len(data):
-                return self.reply(h, 416, b"", "application/xml",
-                                  [("Content-Range", "bytes */%d" % len(data))])
-            return self.reply(h, 206, data[start:end + 1], "application/octet-stream",
-                              hdrs + [("Content-Range", "bytes %d-%d/%d" % (start, end,
-                                                                            len(data)))])
-        self.reply(h, 200, data, "application/octet-stream", hdrs)
+    @staticmethod
+    def rest_item(e):
+        return {"id": e.id, "ref": e.scope, "key": e.key, "version": e.version,
+                "last_accessed_at": iso(e.accessed), "created_at": iso(e.created),
+                "size_in_bytes": e.size}
 
-    def rest(self, h, path, q):
-        self.count("rest")
+    def rest(self, h, method, path, q):
+        self.count("rest:" + method)
         parts = path.strip("/").split("/")
-        if len(parts) != 5 or parts[3:] != ["actions", "caches"]:
+        if len(parts) not in (5, 6) or parts[3:5] != ["actions", "caches"]:
             return self.reply(h, 404, {"message": "Not Found"})
         auth = h.headers.get("Authorization", "")
         if not self.ghtoken or auth not in ("Bearer " + self.ghtoken, "token " + self.ghtoken):
             return self.reply(h, 401, {"message": "Bad credentials"})
         if "/".join(parts[1:3]) != self.repository:
             return self.reply(h, 404, {"message": "Not Found"})
+        key, ref = q.get("key", [""])[0], q.get("ref", [""])[0]
+        if method == "DELETE":
+            with self.lock:
+                if len(parts) == 6:
+                    e = self.entries.get(int(parts[5])) if parts[5].isdigit() else None
+                    if e is None or not e.finalized:
+                        return self.reply(h, 404, {"message": "Not Found"})
+                    self.delete_entry(e)
+                    return self.reply(h, 204)
+                if not key:
+                    return self.reply(h, 400, {"message": "key is required"})
+                gone = [e for e in self.entries.values() if e.finalized and e.key == key
+                        and (not ref or e.scope == ref)]
+                if not gone:
+                    return self.reply(h, 404, {"message": "Not Found"})
+                out = [self.rest_item(e) for e in gone]
+                for e in gone:
+                    self.delete_entry(e)
+                return self.reply(h, 200, {"total_count": len(out), "actions_caches": out})
+        if method != "GET" or len(parts) != 5:
+            return self.reply(h, 404, {"message": "Not Found"})
         per_page = min(int(q.get("per_page", ["30"])[0]), 100)
         page = int(q.get("page", ["1"])[0])
-        key, ref = q.get("key", [""])[0], q.get("ref", [""])[0]
         with self.lock:
             items = sorted((e for e in self.entries.values() if e.finalized),
                            key=lambda e: -e.accessed)
             items = [e for e in items if e.key.startswith(key) and (not ref or e.scope == ref)]
-            out = [{"id": e.id, "ref": e.scope, "key": e.key, "version": e.version,
-                    "last_accessed_at": iso(e.accessed), "created_at": iso(e.created),
-                    "size_in_bytes": len(e.data)}
-                   for e in items[(page - 1) * per_page: page * per_page]]
+            out = [self.rest_item(e) for e in items[(page - 1) * per_page: page * per_page]]
             return self.reply(h, 200, {"total_count": len(items), "actions_caches": out})
 
 
-# -- a v2 client, to write caches into the mock as BuildKit would ----------------------
+# -- a v2 client, to write caches into the service as BuildKit would ------------------
 
 def _post(url, token, method, body):
     import urllib.request
@@ -430,28 +446,20 @@ def _post(url, token, method, body):
 
 
 def save(url, token, key, version, data):
-    """Create, upload (Azure Put Blob to the signed URL), finalize: @actions/cache's save."""
+    """Create, upload (Azure Put Blob to the signed URL, i.e. into Azurite), finalize:
+    what @actions/cache's save and go-actions-cache's Save do."""
     import urllib.request
     created = _post(url, token, "CreateCacheEntry", {"key": key, "version": version})
     if not created.get("ok"):
         raise RuntimeError("CreateCacheEntry %s: %s" % (key, created))
     put = urllib.request.Request(created["signed_upload_url"], data=data, method="PUT",
-                                 headers={"x-ms-blob-type": "BlockBlob"})
-    with urllib.request.urlopen(put, timeout=30) as r:
+                                 headers={"x-ms-blob-type": "BlockBlob",
+                                          "x-ms-version": SAS_VERSION,
+                                          "Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(put, timeout=60) as r:
         assert r.status == 201, r.status
     fin = _post(url, token, "FinalizeCacheEntryUpload",
                 {"key": key, "version": version, "size_bytes": len(data)})
     if not fin.get("ok"):
         raise RuntimeError("FinalizeCacheEntryUpload %s: %s" % (key, fin))
-
-
-if __name__ == "__main__":
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    toks = [t for t in os.environ.get("GHA_MOCK_TOKENS", "").split(",") if t]
-    m = GhaMock(tokens=toks, ghtoken=os.environ.get("GHA_MOCK_GHTOKEN")).start(port)
-    print(m.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        m.stop()
+    return int(fin["entry_id"])
