@@ -27,6 +27,9 @@ struct RefEntry {
   formats::Descriptor descriptor;  // the top-level cache blob; media_type "" when unknown
   std::string raw_descriptor;      // the descriptor's JSON as the source wrote it, "" when none
   std::string error;               // why the source's entry is unreadable ("" when fine)
+  TimeNs modified = 0;             // the source's write time of the entry, 0 when unknown
+  // The top-level blob is not stored but synthesized from what is (s3, azblob, gha).
+  bool synthesized = false;
 };
 
 // One in-progress upload under a local source's ingest/ (FORMATS.md §2.2).

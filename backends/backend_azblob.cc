@@ -82,6 +82,8 @@ class AzblobBackend : public Backend {
   Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override;
+  Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override;
+  Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) override;
 
  private:
   struct Doc {
@@ -93,7 +95,11 @@ class AzblobBackend : public Backend {
   struct ManifestResult {
     formats::Descriptor descriptor;
     std::string error;
+    TimeNs modified = 0;
   };
+  // Delete Blob of `key`; false when it is gone already or (with
+  // If-Unmodified-Since) was written after `not_after`.
+  Result<bool> Delete(const std::string& key, std::optional<TimeNs> not_after);
 
   std::string BlobUrl(const std::string& key) const {
     return cfg_.ContainerUrl() + "/" + AzureEscapePath(key);
@@ -213,6 +219,7 @@ Result<AzblobBackend::ManifestResult> AzblobBackend::LoadManifest(const std::str
   res.descriptor.media_type = std::string(formats::media::kOciIndex);
   res.descriptor.digest = manifest_digest;
   res.descriptor.size = static_cast<int64_t>(synth->size());
+  res.modified = mtime;
   std::lock_guard<std::mutex> lock(mu_);
   docs_[config_digest] = Doc{std::move(resp.body), mtime};
   docs_[manifest_digest] = Doc{std::move(*synth), mtime};
@@ -239,6 +246,11 @@ Result<std::vector<RefEntry>> AzblobBackend::ListRefs() {
     e.name = name;
     e.descriptor = m.descriptor;
     e.error = m.error;
+    if (m.error.empty()) {
+      e.raw_descriptor = s3::RefDescriptorJson(name, e.descriptor);
+      e.modified = m.modified;
+      e.synthesized = true;
+    }
     refs.push_back(std::move(e));
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -413,6 +425,60 @@ TimeNs AzblobBackend::RefsModified() {
     newest = std::max(newest, b.modified);
   }
   return newest;
+}
+
+Result<bool> AzblobBackend::Delete(const std::string& key, std::optional<TimeNs> not_after) {
+  http::Request req;
+  req.method = "DELETE";
+  req.url = BlobUrl(key);
+  if (not_after) {
+    // The service keeps Last-Modified in whole seconds: not after the second
+    // before `not_after` is surely not after `not_after`.
+    req.headers.push_back(
+        {"If-Unmodified-Since", AzureHttpDate(static_cast<std::time_t>(*not_after / 1000000000 -
+                                                                       (*not_after < 0 ? 1 : 0)))});
+  }
+  BCFS_ASSIGN_OR_RETURN(http::Response resp, Send(req));
+  if (resp.status == 202 || resp.status == 200) {
+    LOG_INFO(cfg_.What() + ": deleted blob " + key + " (prune)");
+    return true;
+  }
+  if (resp.status == 412) return false;  // written since
+  if (resp.status == 404 && ErrorCode(resp) != "ContainerNotFound") return false;
+  return Failure(resp, "delete blob " + key);
+}
+
+Result<std::vector<Digest>> AzblobBackend::RemoveRefs(
+    const std::vector<std::string>& raw_descriptors) {
+  for (const std::string& raw : raw_descriptors) {
+    BCFS_ASSIGN_OR_RETURN(auto ref, s3::ParseRefDescriptorJson(raw));
+    // Only what the plan saw goes: a manifest an export rewrote meanwhile
+    // stays (and the roots listed below keep what it reaches).
+    BCFS_ASSIGN_OR_RETURN(ManifestResult now, LoadManifest(ref.first));
+    if (!now.error.empty() || now.descriptor.digest != ref.second) continue;
+    BCFS_ASSIGN_OR_RETURN(bool deleted, Delete(cfg_.ManifestKey(ref.first), std::nullopt));
+    (void)deleted;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    by_name_.clear();  // read every manifest again: exports may have run meanwhile
+  }
+  return ListRoots();
+}
+
+Result<bool> AzblobBackend::DeleteBlob(const Digest& digest, TimeNs not_after) {
+  const std::string key = cfg_.BlobKey(digest.ToString());
+  http::Request head;
+  head.method = "HEAD";
+  head.url = BlobUrl(key);
+  BCFS_ASSIGN_OR_RETURN(http::Response props, Send(head));
+  if (props.status == 404 && ErrorCode(props) != "ContainerNotFound") return false;
+  if (props.status != 200) return Failure(props, "get properties of blob " + key);
+  if (s3::MaybeWrittenAfter(LastModified(props), not_after)) return false;
+  BCFS_ASSIGN_OR_RETURN(bool deleted, Delete(key, not_after));
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.erase(digest);
+  return deleted;
 }
 
 }  // namespace

@@ -413,6 +413,8 @@ class GhaBackend : public Backend {
       ref.descriptor.media_type = std::string(formats::media::kOciIndex);
       ref.descriptor.digest = Digest::Sha256Of(*manifest);
       ref.descriptor.size = static_cast<int64_t>(manifest->size());
+      ref.modified = mtime;
+      ref.synthesized = true;
       roots.push_back(ref.descriptor.digest);
       {
         std::lock_guard<std::mutex> lock(mu_);

@@ -223,6 +223,36 @@ Result<std::string> SynthesizeManifest(std::string_view config_text, std::string
   return out;
 }
 
+std::string RefDescriptorJson(const std::string& name, const formats::Descriptor& d) {
+  nlohmann::ordered_json j;
+  j["mediaType"] = d.media_type;
+  j["digest"] = d.digest.ToString();
+  j["size"] = d.size;
+  j["annotations"] = {{std::string(formats::annotation::kRefName), name}};
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+Result<std::pair<std::string, Digest>> ParseRefDescriptorJson(std::string_view raw) {
+  auto j = formats::ParseJson(raw, "ref descriptor");
+  if (!j.ok()) return InvalidArgumentError(j.status().message());
+  const formats::Json* name = nullptr;
+  if (j->is_object() && j->contains("annotations") && (*j)["annotations"].is_object()) {
+    auto it = (*j)["annotations"].find(std::string(formats::annotation::kRefName));
+    if (it != (*j)["annotations"].end() && it->is_string()) name = &*it;
+  }
+  if (name == nullptr || !j->contains("digest") || !(*j)["digest"].is_string()) {
+    return InvalidArgumentError("ref descriptor " + std::string(raw.substr(0, 200)) +
+                                " has no digest or ref name");
+  }
+  auto d = Digest::Parse((*j)["digest"].get<std::string>());
+  if (!d.ok()) return InvalidArgumentError("ref descriptor: " + d.status().message());
+  return std::make_pair(name->get<std::string>(), *d);
+}
+
+bool MaybeWrittenAfter(TimeNs mtime, TimeNs not_after) {
+  return mtime == 0 || mtime + 999999999 > not_after;
+}
+
 }  // namespace s3
 
 // ---------------------------------------------------------------------------
@@ -371,6 +401,9 @@ Result<RefEntry> S3Backend::ReadManifestObject(const std::string& name) {
   e.descriptor.media_type = std::string(formats::media::kOciIndex);
   e.descriptor.digest = Digest::Sha256Of(*manifest);
   e.descriptor.size = static_cast<int64_t>(manifest->size());
+  e.raw_descriptor = s3::RefDescriptorJson(name, e.descriptor);
+  e.modified = mtime;
+  e.synthesized = true;
   std::lock_guard<std::mutex> lock(mu_);
   docs_[Digest::Sha256Of(resp.body)] = Doc{resp.body, mtime};
   docs_[e.descriptor.digest] = Doc{std::move(*manifest), mtime};
@@ -539,6 +572,45 @@ Result<std::vector<Digest>> S3Backend::ListBlobs() {
 TimeNs S3Backend::RefsModified() {
   std::lock_guard<std::mutex> lock(mu_);
   return refs_modified_;
+}
+
+Result<std::vector<Digest>> S3Backend::RemoveRefs(const std::vector<std::string>& raw_descriptors) {
+  for (const std::string& raw : raw_descriptors) {
+    BCFS_ASSIGN_OR_RETURN(auto ref, s3::ParseRefDescriptorJson(raw));
+    const std::string key = loc_.ManifestKey(ref.first);
+    // Only what the plan saw goes: a manifest an export rewrote meanwhile
+    // stays (and the roots listed below keep what it reaches).
+    auto now = ReadManifestObject(ref.first);
+    if (!now.ok() && now.status().code() == Code::kNotFound) continue;
+    if (!now.ok()) return now.status();
+    if (now->descriptor.digest != ref.second) continue;
+    BCFS_ASSIGN_OR_RETURN(http::Response resp, Send("DELETE", key, {}));
+    if (resp.status != 204 && resp.status != 200 && resp.status != 404) {
+      return ErrorOf(resp, "DELETE", key);
+    }
+    LOG_INFO(What(key) + ": deleted (prune)");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    by_name_.clear();  // read every manifest again: exports may have run meanwhile
+  }
+  return ListRoots();
+}
+
+Result<bool> S3Backend::DeleteBlob(const Digest& digest, TimeNs not_after) {
+  const std::string key = loc_.BlobKey(digest);
+  BCFS_ASSIGN_OR_RETURN(http::Response head, Send("HEAD", key, {}));
+  if (head.status == 404) return false;
+  if (head.status != 200) return ErrorOf(head, "HEAD", key);
+  if (s3::MaybeWrittenAfter(s3::ParseHttpDate(head.Get("Last-Modified")), not_after)) {
+    return false;
+  }
+  BCFS_ASSIGN_OR_RETURN(http::Response resp, Send("DELETE", key, {}));
+  if (resp.status == 404) return false;
+  if (resp.status != 204 && resp.status != 200) return ErrorOf(resp, "DELETE", key);
+  std::lock_guard<std::mutex> lock(mu_);
+  listed_.erase(digest);
+  return true;
 }
 
 Result<std::unique_ptr<Backend>> OpenS3Backend(const SourceSpec& spec) {

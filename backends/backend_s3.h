@@ -28,11 +28,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
 #include "backends/http/http_client.h"
 #include "backends/s3_sign.h"
+#include "formats/oci.h"
 
 namespace bcfs::backends {
 namespace s3 {
@@ -97,6 +99,19 @@ TimeNs ParseHttpDate(const std::string& text);
 // annotations or a diffID, which BuildKit refuses too.
 Result<std::string> SynthesizeManifest(std::string_view config_text, std::string_view doc);
 
+// The descriptor of a ref whose source stores none (s3, azblob): compact
+// {mediaType, digest, size, annotations: {org.opencontainers.image.ref.name}},
+// as index.json in the tree shows it. RemoveRefs reads the name back from it.
+std::string RefDescriptorJson(const std::string& name, const formats::Descriptor& d);
+// The ref name and digest of RefDescriptorJson's output; kInvalidArgument
+// when `raw` is not such a descriptor.
+Result<std::pair<std::string, Digest>> ParseRefDescriptorJson(std::string_view raw);
+
+// Seconds-precision times (HTTP dates) are floored by the server: whether an
+// object whose Last-Modified reads `mtime` may have been written after
+// `not_after` (an unknown time, 0, counts as young).
+bool MaybeWrittenAfter(TimeNs mtime, TimeNs not_after);
+
 }  // namespace s3
 
 class S3Backend : public Backend {
@@ -113,6 +128,11 @@ class S3Backend : public Backend {
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override;
   bool CheapStat() const override { return false; }
+  // Deletes <manifests_prefix><name> of each ref named (when it still holds
+  // what the descriptor says), then lists the roots afresh.
+  Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override;
+  // HEAD for Last-Modified, then DELETE.
+  Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) override;
 
  private:
   S3Backend(SourceSpec spec, s3::Location loc, s3::AwsCredentials creds, http::Options opts);

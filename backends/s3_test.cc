@@ -162,6 +162,33 @@ TEST(S3Synthesize, IndexShapeManifestFromTheConfigAnnotations) {
   EXPECT_EQ(parsed->config.digest, Digest::Sha256Of(config));
 }
 
+TEST(S3RefDescriptor, CompactJsonWithTheRefNameAndBackAgain) {
+  formats::Descriptor d;
+  d.media_type = "application/vnd.oci.image.index.v1+json";
+  d.digest = Digest::Sha256Of("x");
+  d.size = 42;
+  const std::string raw = RefDescriptorJson("feature/\"x\"", d);
+  EXPECT_EQ(raw, "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"" +
+                     d.digest.ToString() +
+                     "\",\"size\":42,\"annotations\":{\"org.opencontainers.image.ref.name\":"
+                     "\"feature/\\\"x\\\"\"}}");
+  auto back = ParseRefDescriptorJson(raw);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->first, "feature/\"x\"");
+  EXPECT_EQ(back->second, d.digest);
+  for (const char* bad : {"", "{}", "{\"digest\":\"sha256:00\",\"annotations\":{}}", "[1]"}) {
+    EXPECT_EQ(ParseRefDescriptorJson(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
+}
+
+TEST(S3RefDescriptor, WholeSecondTimesAreYoungUntilTheirLastNanosecondPassed) {
+  const TimeNs s = 1700000000LL * 1000000000;
+  EXPECT_FALSE(MaybeWrittenAfter(s, s + 999999999));
+  EXPECT_TRUE(MaybeWrittenAfter(s, s + 999999998));
+  EXPECT_TRUE(MaybeWrittenAfter(s, s));
+  EXPECT_TRUE(MaybeWrittenAfter(0, s));  // unknown: never deleted
+}
+
 TEST(S3Synthesize, ALayerWithoutDiffIdIsRefusedAsBuildKitDoes) {
   const std::string l1 = "sha256:" + std::string(64, '1');
   auto m = SynthesizeManifest(

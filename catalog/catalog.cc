@@ -230,6 +230,8 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       ref.name = std::move(e.name);
       ref.descriptor = std::move(e.descriptor);
       ref.raw_descriptor = std::move(e.raw_descriptor);
+      ref.modified = e.modified;
+      ref.synthesized = e.synthesized;
       if (e.error.empty()) {
         ReadRef(backend, ref);
       } else {

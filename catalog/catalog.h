@@ -55,9 +55,10 @@ struct RefInfo {
   std::vector<LayerInfo> layers;
   std::vector<formats::DecodedRecord> records;
   size_t record_count = 0;
-  uint64_t total_size = 0;  // manifest + config + distinct layer blobs (descriptor sizes)
-  TimeNs created = 0;       // newest createdAt of layers and results
-  TimeNs modified = 0;      // the source's write time of the top-level blob
+  uint64_t total_size = 0;   // manifest + config + distinct layer blobs (descriptor sizes)
+  TimeNs created = 0;        // newest createdAt of layers and results
+  TimeNs modified = 0;       // the source's write time of the top-level blob
+  bool synthesized = false;  // the top-level blob is synthesized, not stored (s3, azblob, gha)
   std::vector<std::string> warnings;
   std::vector<std::string> errors;
 

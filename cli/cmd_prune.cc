@@ -35,7 +35,7 @@ constexpr char kPruneHelp[] =
                           [--grace-period DUR] [--all] [--dry-run | --yes]
                           [--format table|json] [--state-dir DIR]
 
-Mark and sweep over one BuildKit cache (type=local or type=registry). Prints the
+Mark and sweep over one BuildKit cache (type=local, registry, s3 or azblob). Prints the
 plan: refs kept and dropped with the reason, blobs to delete with their sizes,
 bytes freed. Nothing changes without --yes.
 
@@ -46,22 +46,27 @@ Which refs go:
   matches every --filter (buildx: repeated filters AND), its last use is at or
   before now minus --keep-duration (when given), and its manifest was written
   before the grace period. --all alone drops every ref.
-  Last use = the newest of the manifest blob's mtime (local) and our own
-  access time, in the state dir's index, of any blob the ref reaches. A
-  registry has no write time: a tag never read through buildcachefs is not
-  selected by age.
-  tag=T (local) or a registry ref's tag other than `*` limits the candidates
-  to that ref; the others are kept. Inline caches (images) are never pruned.
+  Last use = the newest of the manifest's write time (local: the blob's
+  mtime; s3, azblob: the manifest object's Last-Modified) and our own access
+  time, in the state dir's index, of any blob the ref reaches. A registry has
+  no write time: a tag never read through buildcachefs is not selected by age.
+  tag=T (local), a registry ref's tag other than `*` or name=A;B (s3, azblob)
+  limits the candidates to those refs; the others are kept. Inline caches
+  (images) are never pruned.
 
 What goes:
   local     the dropped refs' entries leave index.json (rewritten atomically
             under an exclusive flock of index.json.lock, as BuildKit does; the
             other entries stay byte for byte), then every blob no kept ref
             reaches and every stale ingest/ folder is deleted.
+  s3, azblob the dropped refs' manifest objects (<manifests_prefix><name>)
+            are deleted, each only if it still holds what the plan saw, then
+            every object under the blobs prefix no remaining manifest
+            reaches.
   registry  the manifests of dropped tags are deleted (DELETE by digest, which
             removes every tag on it: a tag sharing its digest with a kept tag
             stays). Blobs are left to the registry's own garbage collection.
-  Nothing whose mtime is within --grace-period is deleted: an export may be
+  Nothing whose mtime (Last-Modified) is within --grace-period is deleted: an export may be
   writing it. An export running meanwhile can at worst lose reuse of an old
   blob, which BuildKit treats as a cache miss, never a failed build.
 
@@ -122,6 +127,7 @@ void PrintTable(std::ostream& os, const std::vector<std::vector<std::string>>& r
 
 struct Context {
   std::string name, type, location;
+  bool sweep = false;  // blobs are ours to delete (all but registry)
   bool dry_run = true;
   gc::PruneOptions options;
   std::vector<std::string> filters;
@@ -237,7 +243,7 @@ void PrintPlan(std::ostream& os, const Context& c, const gc::PrunePlan& plan,
   }
   const size_t dropped = plan.DroppedRefs();
   os << "\nSUMMARY: " << plan.refs.size() - dropped << " refs kept, " << dropped << " dropped";
-  if (c.type == "local") {
+  if (c.sweep) {
     os << "; " << plan.kept_blobs << " blobs kept (" << FormatBytes(plan.kept_bytes) << "), "
        << plan.delete_blobs.size() << " to delete, " << plan.young_blobs.size()
        << " kept by the grace period; " << plan.delete_ingest.size()
@@ -249,7 +255,7 @@ void PrintPlan(std::ostream& os, const Context& c, const gc::PrunePlan& plan,
   for (const auto& e : plan.errors) os << "error: " << e << "\n";
   if (result != nullptr) {
     os << "\nDONE: " << result->refs_removed.size() << " refs removed";
-    if (c.type == "local") {
+    if (c.sweep) {
       os << ", " << result->blobs_deleted << " blobs and " << result->ingest_deleted
          << " ingest folders deleted, " << FormatBytes(result->bytes_deleted) << " freed";
     }
@@ -350,13 +356,13 @@ int RunPrune(const std::vector<std::string>& argv) {
   // Prune always reads the whole ref list: a tag narrows the candidates only,
   // the others keep what they reach.
   backends::SourceSpec whole = *spec;
-  std::string only_tag;
+  std::set<std::string> only;  // the candidates' names; empty: every ref
   if (spec->type == backends::SourceType::kLocal) {
     if (spec->Has("digest")) {
       return usage("digest= names one manifest, not a cache to prune; select refs with --filter");
     }
     if (spec->Has("tag")) {
-      only_tag = spec->Get("tag");
+      only.insert(spec->Get("tag"));
       whole.attrs.erase("tag");
     }
   } else if (spec->type == backends::SourceType::kRegistry) {
@@ -365,12 +371,24 @@ int RunPrune(const std::vector<std::string>& argv) {
     if (!ref->digest.empty()) {
       return usage("a registry ref with @digest names one manifest, not a cache to prune");
     }
-    if (ref->tag != "*") only_tag = ref->tag;
+    if (ref->tag != "*") only.insert(ref->tag);
     ref->tag = "*";
     whole.attrs["ref"] = ref->ToString();
+  } else if (spec->type == backends::SourceType::kS3 ||
+             spec->type == backends::SourceType::kAzblob) {
+    if (spec->Has("name")) {
+      const std::string names = spec->Get("name");
+      for (size_t pos = 0; pos <= names.size();) {
+        size_t semi = std::min(names.find(';', pos), names.size());
+        if (semi > pos) only.insert(names.substr(pos, semi - pos));
+        pos = semi + 1;
+      }
+      whole.attrs.erase("name");
+    }
   } else {
     std::cerr << "buildcachefs prune: type=" << backends::SourceTypeName(spec->type)
-              << " sources cannot be pruned by this build yet (local and registry can)\n";
+              << " sources cannot be pruned by this build yet (local, registry, s3 and azblob "
+                 "can)\n";
     return kExitErrors;
   }
 
@@ -379,6 +397,7 @@ int RunPrune(const std::vector<std::string>& argv) {
   c.name = (*names)[0];
   c.type = std::string(backends::SourceTypeName(spec->type));
   c.location = spec->Redacted();
+  c.sweep = spec->type != backends::SourceType::kRegistry;
 
   // Our access times, when a state dir has an index; prune never creates one.
   std::unique_ptr<index::Index> idx;
@@ -410,19 +429,22 @@ int RunPrune(const std::vector<std::string>& argv) {
     std::cerr << "buildcachefs prune: the ref list cannot be read; nothing was changed\n";
     return kExitErrors;
   }
-  if (!only_tag.empty()) {
+  for (const std::string& want : only) {
     bool found = false;
-    for (const auto& r : info.refs) found = found || r.name == only_tag;
+    for (const auto& r : info.refs) found = found || r.name == want;
     if (!found) {
-      std::cerr << "buildcachefs prune: source " << c.name << " has no ref \"" << only_tag
-                << "\"\n";
+      std::cerr << "buildcachefs prune: source " << c.name << " has no ref \"" << want << "\"\n";
       return kExitErrors;
     }
   }
 
   gc::PruneInput in;
   in.source = c.name;
-  in.sweep = spec->type == backends::SourceType::kLocal;
+  in.sweep = c.sweep;
+  std::string narrowed_by = "tag";
+  if (spec->type == backends::SourceType::kS3 || spec->type == backends::SourceType::kAzblob) {
+    narrowed_by = "name=";
+  }
   AccessLookup access{idx.get()};
   auto to_prune_ref = [&](const catalog::RefInfo& r) {
     gc::PruneRef p;
@@ -445,12 +467,20 @@ int RunPrune(const std::vector<std::string>& argv) {
   };
   for (const auto& r : info.refs) {
     gc::PruneRef p = to_prune_ref(r);
-    if (!only_tag.empty() && r.name != only_tag) {
-      p.pinned = "outside the source string's tag " + only_tag;
+    if (!only.empty() && !only.count(r.name)) {
+      std::string names;
+      for (const auto& n : only) names += (names.empty() ? "" : ";") + n;
+      p.pinned = "outside the source string's " + narrowed_by + " " + names;
     } else if (r.shape == "inline") {
       p.pinned = "an inline cache is an image, not a cache manifest: never pruned";
     } else if (!in.sweep && r.descriptor.digest.empty()) {
       p.pinned = "unreadable: " + (r.errors.empty() ? std::string("?") : r.errors.front());
+    } else if (in.sweep && spec->type != backends::SourceType::kLocal && p.raw_descriptor.empty() &&
+               !r.errors.empty()) {
+      // A manifest object that is there but unreadable: what it reaches is
+      // unknown, which stops the sweep (gc/prune.h).
+      p.pinned = "unreadable: " + r.errors.front();
+      p.reach_known = false;
     } else if (in.sweep && p.raw_descriptor.empty()) {
       p.pinned = "no index.json entry of its own";
     }

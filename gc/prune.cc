@@ -146,8 +146,9 @@ PrunePlan PlanPrune(const PruneInput& in, const PruneOptions& opt) {
     const PruneRef& r = in.refs[i];
     if (plan.refs[i].keep) {
       if (!r.reach_known) {
-        plan.errors.push_back("kept ref " + r.name + ": its manifest " + r.manifest.ToString() +
-                              " is unreadable, so what it reaches is unknown; nothing is "
+        plan.errors.push_back("kept ref " + r.name + ": its manifest " +
+                              (r.manifest.empty() ? "" : r.manifest.ToString() + " ") +
+                              "is unreadable, so what it reaches is unknown; nothing is "
                               "deleted (repair or drop the ref first)");
       }
       if (!r.manifest.empty()) keep.insert(r.manifest);

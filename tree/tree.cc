@@ -828,6 +828,7 @@ struct Tree::Impl {
       m->xattrs = x;
       m->xattrs["digest"] = ref.descriptor.digest.ToString();
       m->xattrs["mediatype"] = ref.media_type;
+      if (ref.synthesized) m->xattrs["synthesized"] = "1";
     }
     if (!ref.config_bytes.empty()) {
       const bool is_inline = ref.shape == "inline";
@@ -1001,12 +1002,21 @@ struct Tree::Impl {
     // Manifests and configs were read and verified by the catalog: they are
     // served from memory (a registry serves manifests only under /manifests/).
     std::map<Digest, std::shared_ptr<const std::string>> documents;
+    std::set<Digest> synthesized;
+    std::map<Digest, TimeNs> doc_mtimes;
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
         if (!r.manifest_bytes.empty() &&
             r.manifest_bytes.size() == static_cast<uint64_t>(r.descriptor.size)) {
           documents.try_emplace(r.descriptor.digest,
                                 std::make_shared<const std::string>(r.manifest_bytes));
+          if (r.synthesized) synthesized.insert(r.descriptor.digest);
+        }
+        // Documents a source does not list (synthesized, or held in another
+        // form) carry the write time of the ref that holds them.
+        if (r.modified != 0) {
+          doc_mtimes.try_emplace(r.descriptor.digest, r.modified);
+          doc_mtimes.try_emplace(r.config.digest, r.modified);
         }
         if (!r.config_bytes.empty() &&
             r.config_bytes.size() == static_cast<uint64_t>(r.config.size)) {
@@ -1025,6 +1035,8 @@ struct Tree::Impl {
         mt = st->second.mtime;
       } else if (listed) {
         b->static_error = "blob " + d.ToString() + " is missing from the source";
+      } else if (auto dm = doc_mtimes.find(d); dm != doc_mtimes.end()) {
+        mt = dm->second;
       }
       blob_mtimes[d] = mt;
       Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
@@ -1035,6 +1047,7 @@ struct Tree::Impl {
         n->xattrs["digest"] = d.ToString();
         n->xattrs["cached"] = std::to_string(doc->second->size());
         if (media.count(d)) n->xattrs["mediatype"] = media[d];
+        if (synthesized.count(d)) n->xattrs["synthesized"] = "1";
         continue;
       }
       n->content = Content::kBlob;

@@ -116,8 +116,20 @@ class SourceExp:
     """What one source must show: refs by name, and every blob the container holds under
     its blobs prefix (digest -> bytes)."""
 
-    def __init__(self, attrs, refs, blobs, missing=()):
+    def __init__(self, attrs, refs, blobs, missing=(), container="buildkit-cache", prefix=""):
         self.attrs, self.refs, self.blobs, self.missing = attrs, refs, blobs, set(missing)
+        # Where the objects are: <container>/<prefix>manifests/<name>, .../blobs/<digest>
+        # (prefix "team/a/" with mprefix "m/" and bprefix "b/" for the generated cache).
+        self.container, self.prefix = container, prefix
+        self.mprefix, self.bprefix = "manifests/", "blobs/"
+
+
+def last_modified(container, key):
+    """The blob's Last-Modified (Get Blob Properties) in ns."""
+    import email.utils
+    r = AZ.request("HEAD", "/%s/%s" % (container, key))
+    assert r.status == 200, (key, r.status)
+    return int(email.utils.parsedate_to_datetime(r.header("last-modified")).timestamp()) * 10**9
 
 
 # ---------------------------------------------------------------------------
@@ -184,7 +196,7 @@ def build_content():
     c["root"] = SourceExp("account_url=%s,secret_access_key=%s,as=root" % (url, key), refs, blobs)
     refs, blobs = part("v0.11.6/")
     c["old"] = SourceExp("account_url=%s,secret_access_key=%s,prefix=v0.11.6,as=old" % (url, key),
-                         refs, blobs)
+                         refs, blobs, prefix="v0.11.6/")
 
     # A generated cache, converted, with custom prefixes and several names.
     layout = os.path.join(WORK, "gen")
@@ -222,7 +234,9 @@ def build_content():
         AZ.put_blob("gen", "team/a/b/" + d, data)
     c["gen"] = SourceExp("account_url=%s,secret_access_key=%s,container=gen,prefix=team/a,"
                          "blobs_prefix=b,manifests_prefix=m,name=latest;feature/x;broken;%s,as=gen"
-                         % (url, key, ODD), refs, blobs, missing=[md])
+                         % (url, key, ODD), refs, blobs, missing=[md], container="gen",
+                         prefix="team/a/")
+    c["gen"].mprefix, c["gen"].bprefix = "m/", "b/"
     CONTENT = c
 
 
@@ -271,8 +285,9 @@ class Base(mt.Base):
         return subprocess.run([ARGS.bin, "ls", source] + list(extra), capture_output=True,
                               text=True, timeout=180, env=env)
 
-    def check_source(self, mnt, folder, exp, refs=None):
-        """Every ref's documents, every blob byte for byte (the missing ones excepted)."""
+    def check_source(self, mnt, folder, exp, refs=None, listed=True):
+        """Every ref's documents, every blob byte for byte (the missing ones excepted).
+        listed: the credential may list, so blobs carry their Last-Modified as mtime."""
         src = os.path.join(mnt, folder)
         want = sorted(refs if refs is not None else exp.refs)
         self.assertEqual(sorted(os.listdir(os.path.join(src, "refs"))),
@@ -293,6 +308,16 @@ class Base(mt.Base):
                                  r.manifest_bytes)
                 md = sha256(r.manifest_bytes)
                 self.assertEqual(getx(os.path.join(base, "manifest.json"), "digest"), md)
+                # Synthesized, and says so; the cache config is the stored manifest blob.
+                self.assertEqual(getx(os.path.join(base, "manifest.json"), "synthesized"), "1")
+                self.assertEqual(getx(os.path.join(src, "blobs", "sha256", md[7:]),
+                                      "synthesized"), "1")
+                self.assertIsNone(getx(os.path.join(base, "cache-config.json"), "synthesized"))
+                # mtimes: the manifest blob's Last-Modified.
+                lm = last_modified(exp.container, exp.prefix + exp.mprefix + name)
+                for p in (base, os.path.join(base, "manifest.json"),
+                          os.path.join(base, "cache-config.json")):
+                    self.assertEqual(os.stat(p).st_mtime_ns, lm, p)
                 self.assertEqual(got_index[name]["digest"], md)
                 self.assertEqual(got_index[name]["mediaType"], OCI_INDEX)
                 self.assertEqual(got_index[name]["size"], len(r.manifest_bytes))
@@ -312,6 +337,9 @@ class Base(mt.Base):
             got, err = read_result(os.path.join(src, "blobs", "sha256", h))
             if err or got != data:
                 bad.append("%s: %s" % (d, errno.errorcode.get(err, "wrong bytes")))
+            lm = last_modified(exp.container, exp.prefix + exp.bprefix + d)
+            if listed and os.stat(os.path.join(src, "blobs", "sha256", h)).st_mtime_ns != lm:
+                bad.append("%s: mtime is not its Last-Modified %d" % (d, lm))
         self.assertEqual(bad, [])
         reached = {l for n in want for l in exp.refs[n].layers} - exp.missing
         self.assertEqual(reached - {"sha256:" + h for h in served}, set())
@@ -418,7 +446,7 @@ class Sas(Base):
         self.assertEqual([r["name"] for r in doc["refs"]], ["main"])
         self.assertEqual(doc["refs"][0]["errors"], [])
         mnt = self.mount_env([src])
-        self.check_source(mnt, "buildkit-cache", c["root"], refs=["main"])
+        self.check_source(mnt, "buildkit-cache", c["root"], refs=["main"], listed=False)
         # Without name= the manifests must be listed: refused, naming the container.
         p = self.ls("type=azblob,account_url=%s?%s" % (AZ.url, sas))
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)

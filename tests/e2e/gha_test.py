@@ -179,7 +179,16 @@ class Base(mt.Base):
             rd = os.path.join(src, "refs", ref_dir(s))
             self.assertEqual(os.getxattr(rd, X + "ref").decode(), ref_name(s))
             self.assertEqual(mt.read_all(os.path.join(rd, "cache-config.json")), cache.config)
-            man = json.loads(mt.read_all(os.path.join(rd, "manifest.json")))
+            # The manifest is synthesized (DESIGN.md §1.5), and says so, here and under blobs/.
+            mdata = mt.read_all(os.path.join(rd, "manifest.json"))
+            self.assertEqual(os.getxattr(os.path.join(rd, "manifest.json"),
+                                         X + "synthesized"), b"1")
+            self.assertEqual(os.getxattr(os.path.join(src, "blobs", "sha256",
+                                                      hashlib.sha256(mdata).hexdigest()),
+                                         X + "synthesized"), b"1")
+            with self.assertRaises(OSError):  # the config is stored, not synthesized
+                os.getxattr(os.path.join(rd, "cache-config.json"), X + "synthesized")
+            man = json.loads(mdata)
             self.assertEqual(man["manifests"][-1]["digest"],
                              "sha256:" + hashlib.sha256(cache.config).hexdigest())
             self.assertEqual(sorted(m["digest"] for m in man["manifests"][:-1]),

@@ -91,6 +91,25 @@ def upload_tree(bucket, root):
     return sorted(k for k, _ in files)
 
 
+def object_times(bucket):
+    """{key: {"listed": ns, "head": ns}}: each object's LastModified as ListObjectsV2 reports
+    it (milliseconds) and as HEAD does (an HTTP date: whole seconds)."""
+    import calendar
+    import email.utils
+    c = MOTO.client()
+    out = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            lm = o["LastModified"]
+            ns = (calendar.timegm(lm.utctimetuple()) * 10**9 + lm.microsecond * 1000)
+            out[o["Key"]] = {"listed": ns}
+    for key, t in out.items():
+        r = c.head_object(Bucket=bucket, Key=key)
+        date = r["ResponseMetadata"]["HTTPHeaders"]["last-modified"]
+        t["head"] = int(email.utils.parsedate_to_datetime(date).timestamp()) * 10**9
+    return out
+
+
 def synthesize(config_bytes):
     """DESIGN.md §1.5 / FORMATS.md §5.5: the index-shape manifest of an S3 cache config:
     one descriptor per distinct layer blob in config order, the config last; compact JSON,
@@ -167,9 +186,10 @@ class Base(mt.Base):
         return subprocess.run([ARGS.bin, "ls", source] + list(extra), capture_output=True,
                               text=True, timeout=180, env=env)
 
-    def check_ref(self, src, name, config_bytes, blobs):
+    def check_ref(self, src, name, config_bytes, blobs, times=None):
         """refs/<name>: documents, xattrs, and every layer blob byte-exact (blobs: digest ->
-        bytes, of every blob the bucket holds for this source)."""
+        bytes, of every blob the bucket holds for this source). times: (the manifest's key,
+        object_times(bucket)) to check mtimes against what the server reports."""
         base = os.path.join(src, "refs", mt.encode_ref(name))
         manifest = synthesize(config_bytes)
         self.assertEqual(getx(base, "ref"), name)
@@ -177,6 +197,22 @@ class Base(mt.Base):
         self.assertEqual(mt.read_all(os.path.join(base, "manifest.json")), manifest)
         self.assertEqual(mt.read_all(os.path.join(base, "cache-config.json")), config_bytes)
         bdir = os.path.join(src, "blobs", "sha256")
+        # The manifest is synthesized and says so; the config is the stored object.
+        self.assertEqual(getx(os.path.join(base, "manifest.json"), "synthesized"), "1")
+        self.assertEqual(getx(os.path.join(bdir, sha256(manifest)[7:]), "synthesized"), "1")
+        self.assertIsNone(getx(os.path.join(base, "cache-config.json"), "synthesized"))
+        if times is not None:
+            # mtimes: the manifest object's Last-Modified (GET, whole seconds) for the ref's
+            # documents, each blob object's LastModified from the listing for blobs.
+            mkey, objects = times
+            want = objects[mkey]["head"]
+            for p in (base, os.path.join(base, "manifest.json"),
+                      os.path.join(base, "cache-config.json")):
+                self.assertEqual(os.stat(p).st_mtime_ns, want, p)
+            for l in json.loads(config_bytes)["layers"]:
+                key = mkey[:-len("manifests/") - len(name)] + "blobs/" + l["blob"]
+                self.assertEqual(os.stat(os.path.join(bdir, l["blob"][7:])).st_mtime_ns,
+                                 objects[key]["listed"], key)
         # Synthesized documents are served under blobs/ too.
         self.assertEqual(mt.read_all(os.path.join(bdir, sha256(manifest)[7:])), manifest)
         self.assertEqual(mt.read_all(os.path.join(bdir, sha256(config_bytes)[7:])),
@@ -344,9 +380,10 @@ class GeneratedLayouts(Base):
         self.assertEqual(sorted(os.listdir(os.path.join(gen, "refs"))),
                          ["feature%2Fx", "main", "other"])
         all_blobs = dict(blobs_a, **blobs_b)
+        objects = object_times(bucket)
         for n, cfg in (("main", cfg_a), ("feature/x", cfg_a), ("other", cfg_b)):
             with self.subTest(ref=n):
-                self.check_ref(gen, n, cfg, all_blobs)
+                self.check_ref(gen, n, cfg, all_blobs, times=("manifests/" + n, objects))
         two = os.path.join(mnt, "two")
         self.assertEqual(sorted(os.listdir(os.path.join(two, "refs"))), ["main", "other"])
         self.check_ref(two, "other", cfg_b, all_blobs)
