@@ -8,8 +8,15 @@
 // are known.
 //
 // Refs are "<scope>@<branch>" for each branch scope of the token whose index
-// exists (the newest "#n" entry, as BuildKit loads it); their top-level blob
-// is the synthesized index-shape manifest (gha_protocol.h). Blobs are read by
+// exists (the newest "#n" entry, as BuildKit loads it), and
+// "<scope>@<branch>:sig" for its signed index ("-sig#n"; a git branch name
+// cannot hold ':'); their top-level blob is the synthesized index-shape
+// manifest (gha_protocol.h). Signature bundles ("buildkit-blob-1-<digest of
+// the index>-sig") are not blobs: they are not listed, and go with their
+// index. With the REST listing, older index generations are held as history
+// (their synthesized manifests are listed as blobs no ref reaches), and the
+// indexes of scopes the token cannot read are refs with an error. Prune
+// deletes entries by id through the REST API. Blobs are read by
 // key "buildkit-blob-1-<digest>" through a signed URL that is looked up once
 // and cached; a URL the storage refuses (expired: 401/403) is looked up again
 // and the read retried once. 429 and 5xx are retried by the HTTP client
@@ -27,6 +34,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -88,6 +97,27 @@ std::string ErrorText(const http::Response& r) {
     out += " " + r.body.substr(a + 6, b - a - 6);
   }
   return out;
+}
+
+// The newest generation (highest "#n") of each index among `entries` whose
+// scope hash `want` accepts, keyed by (scope hash, signed): what the
+// service's prefix lookup hands out.
+using IndexId = std::pair<std::string, bool>;
+std::map<IndexId, const gha::RestEntry*> NewestIndexes(
+    const std::vector<gha::RestEntry>& entries, std::string_view scope_attr,
+    const std::function<bool(const std::string&)>& want) {
+  std::map<IndexId, const gha::RestEntry*> best;
+  std::map<IndexId, int64_t> best_n;
+  for (const auto& e : entries) {
+    auto p = gha::ParseIndexKey(e.key, scope_attr);
+    if (!p || !want(p->hash)) continue;
+    IndexId k{p->hash, p->sig};
+    if (!best.count(k) || p->n > best_n[k]) {
+      best[k] = &e;
+      best_n[k] = p->n;
+    }
+  }
+  return best;
 }
 
 class GhaBackend : public Backend {
@@ -196,11 +226,52 @@ class GhaBackend : public Backend {
       auto [it, fresh] = stats.emplace(*d, st);
       if (!fresh) it->second.mtime = std::max(it->second.mtime, st.mtime);
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    // Older index generations are held by the source too (as their
+    // synthesized manifests): nothing reaches them, so they show as history.
+    for (const auto& [d, e] : history_) {
+      if (auto it = docs_.find(d); it != docs_.end()) {
+        stats.emplace(d, BlobStat{it->second.bytes.size(), it->second.mtime});
+      }
+    }
     std::vector<Digest> out;
     for (const auto& [d, st] : stats) out.push_back(d);
-    std::lock_guard<std::mutex> lock(mu_);
     for (auto& [d, st] : stats) listed_[d] = st;
     return out;
+  }
+
+  // Prune (DESIGN.md §3) deletes cache entries through the REST API, which
+  // needs repository= and ghtoken=. A ref's entry is its newest index
+  // generation (with its signature bundle when signed): BuildKit then loads
+  // the generation before it, which the sweep deletes too when nothing keeps
+  // it.
+  Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override {
+    BCFS_RETURN_IF_ERROR(CanDelete());
+    for (const auto& raw : raw_descriptors) {
+      IndexEntry entry;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = ref_index_.find(raw);
+        if (it == ref_index_.end()) {
+          return InvalidArgumentError(What() + ": no ref has the descriptor " + raw);
+        }
+        entry = it->second;
+      }
+      BCFS_RETURN_IF_ERROR(DeleteIndex(entry, std::numeric_limits<TimeNs>::max()).status());
+    }
+    return NewestRoots();
+  }
+
+  Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) override {
+    BCFS_RETURN_IF_ERROR(CanDelete());
+    std::optional<IndexEntry> index;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = history_.find(digest); it != history_.end()) index = it->second;
+    }
+    if (index) return DeleteIndex(*index, not_after);
+    BCFS_ASSIGN_OR_RETURN(size_t n, DeleteEntries(gha::BlobKey(digest), not_after));
+    return n > 0;
   }
 
   TimeNs RefsModified() override {
@@ -215,6 +286,147 @@ class GhaBackend : public Backend {
     std::string bytes;
     TimeNs mtime = 0;
   };
+
+  // One generation of a scope's cache index.
+  struct IndexEntry {
+    std::string key;  // "index-<scope>-1-<hash>[-sig]#<n>"
+    TimeNs created = 0;
+    Digest config;  // sha256 of its bytes: what its signature bundle is named by
+    bool sig = false;
+  };
+  // An index read and turned into documents (both kept in docs_).
+  struct LoadedIndex {
+    formats::Descriptor manifest;
+    Digest config;
+  };
+
+  Status CanDelete() const {
+    if (cfg_.HasRest()) return Status();
+    return UnsupportedError("source " + spec_.Redacted() +
+                            ": deleting cache entries needs the GitHub REST API "
+                            "(repository= and ghtoken=, a token allowed to write actions)");
+  }
+
+  // Deletes the index entry `e` (and its signature bundle when signed)
+  // unless written after `not_after`; true when the index entry went.
+  Result<bool> DeleteIndex(const IndexEntry& e, TimeNs not_after) {
+    BCFS_ASSIGN_OR_RETURN(size_t n, DeleteEntries(e.key, not_after));
+    if (n > 0 && e.sig) {
+      BCFS_RETURN_IF_ERROR(DeleteEntries(gha::SigBundleKey(e.config), not_after).status());
+    }
+    return n > 0;
+  }
+
+  // Deletes every entry of the repository's cache whose key is exactly `key`
+  // (one per branch scope that wrote it) and that was created at or before
+  // `not_after`, by id: DELETE <api>/repos/<repo>/actions/caches/<id>.
+  // Returns how many went; entries already gone do not count.
+  Result<size_t> DeleteEntries(const std::string& key, TimeNs not_after) {
+    BCFS_ASSIGN_OR_RETURN(std::vector<gha::RestEntry> entries, RestList(key));
+    size_t n = 0;
+    for (const auto& e : entries) {
+      if (e.key != key || e.created > not_after) continue;
+      const std::string url = RestBase() + "/" + std::to_string(e.id);
+      http::Request req;
+      req.method = "DELETE";
+      req.url = url;
+      req.headers = RestHeaders();
+      auto resp = client_->Do(req);
+      const std::string what =
+          "source " + spec_.Redacted() + ": GitHub REST API: delete cache entry " + key;
+      if (!resp.ok()) return resp.status().WithContext(what);
+      if (resp->status == 404) continue;
+      if (resp->status != 204 && resp->status != 200) {
+        return Status(resp->status == 401 || resp->status == 403 ? Code::kPermissionDenied
+                                                                 : Code::kUnavailable,
+                      what + " (id " + std::to_string(e.id) + "): " + ErrorText(*resp),
+                      static_cast<int>(resp->status));
+      }
+      LOG_INFO(what << " (id " << e.id << ", " << e.ref << ")");
+      ++n;
+      std::lock_guard<std::mutex> lock(mu_);
+      urls_.erase(key);
+    }
+    return n;
+  }
+
+  // The synthesized manifests of the newest index generation of every scope
+  // the token reads, as the REST API lists them now (what a concurrent export
+  // wrote included).
+  Result<std::vector<Digest>> NewestRoots() {
+    BCFS_ASSIGN_OR_RETURN(std::vector<gha::RestEntry> entries, RestList());
+    std::set<std::string> readable;
+    for (const auto& s : scopes_) readable.insert(gha::ScopeHash(s.scope));
+    std::vector<Digest> roots;
+    for (const auto& [k, e] : NewestIndexes(
+             entries, cfg_.scope, [&](const std::string& h) { return readable.count(h) > 0; })) {
+      std::optional<Digest> known;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (auto it = key_manifest_.find(e->key); it != key_manifest_.end()) known = it->second;
+      }
+      if (!known) {
+        BCFS_ASSIGN_OR_RETURN(std::optional<LoadedIndex> loaded, LoadExact(e->key, e->created));
+        if (!loaded) continue;  // gone meanwhile
+        known = loaded->manifest.digest;
+      }
+      roots.push_back(*known);
+    }
+    std::sort(roots.begin(), roots.end());
+    return roots;
+  }
+
+  // Reads the index entry `key` (whose signed URL UrlOf knows or looks up)
+  // and keeps it and its synthesized manifest as documents.
+  Result<LoadedIndex> LoadIndex(const std::string& key, TimeNs mtime) {
+    http::Request req;
+    BCFS_ASSIGN_OR_RETURN(http::Response resp, Download(key, req));
+    if (resp.body.size() > kMaxIndex) {
+      return CorruptError(What() + ": cache index " + key + " is larger than 256 MiB");
+    }
+    BCFS_ASSIGN_OR_RETURN(std::string manifest,
+                          gha::SynthesizeManifest(resp.body, What() + ": cache index " + key));
+    LoadedIndex out;
+    out.manifest.media_type = std::string(formats::media::kOciIndex);
+    out.manifest.digest = Digest::Sha256Of(manifest);
+    out.manifest.size = static_cast<int64_t>(manifest.size());
+    out.config = Digest::Sha256Of(resp.body);
+    std::lock_guard<std::mutex> lock(mu_);
+    docs_[out.config] = Doc{std::move(resp.body), mtime};
+    docs_[out.manifest.digest] = Doc{std::move(manifest), mtime};
+    key_manifest_[key] = out.manifest.digest;
+    return out;
+  }
+
+  // LoadIndex of exactly `key` (the service looks keys up by prefix);
+  // nullopt when the cache no longer holds it.
+  Result<std::optional<LoadedIndex>> LoadExact(const std::string& key, TimeNs mtime) {
+    BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(key));
+    if (!e || e->matched_key != key) return std::optional<LoadedIndex>();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      urls_[key] = e->url;
+    }
+    BCFS_ASSIGN_OR_RETURN(LoadedIndex loaded, LoadIndex(key, mtime));
+    return std::optional<LoadedIndex>(std::move(loaded));
+  }
+
+  // The descriptor a gha ref has in the mount's index.json (there is no
+  // stored one): how RemoveRefs is told which refs go.
+  static std::string RawDescriptor(const RefEntry& ref) {
+    Json name = ref.name;
+    return "{\"mediaType\":\"" + ref.descriptor.media_type + "\",\"digest\":\"" +
+           ref.descriptor.digest.ToString() + "\",\"size\":" + std::to_string(ref.descriptor.size) +
+           ",\"annotations\":{\"" + std::string(formats::annotation::kRefName) +
+           "\":" + name.dump() + "}}";
+  }
+
+  // "<scope>@<branch>[:sig]" of an index the REST API lists: the entry's ref
+  // is the scope it was written from (its hash says so too); the hash when not.
+  std::string RefName(const gha::RestEntry& e, const IndexId& id) const {
+    const bool known = gha::ScopeHash(e.ref) == id.first;
+    return cfg_.scope + "@" + (known ? gha::BranchOf(e.ref) : id.first) + (id.second ? ":sig" : "");
+  }
 
   std::string ServiceName() const {
     return "GitHub Actions cache service v" + std::to_string(cfg_.version) + " at " +
@@ -360,68 +572,104 @@ class GhaBackend : public Backend {
     return InternalError("unreachable");
   }
 
+  // The newest index of every scope the token reads, unsigned and "-sig"
+  // (ref "<scope>@<branch>:sig"; a branch name cannot hold ':'). With the
+  // REST listing also the older generations (history) and the indexes of
+  // scopes the token cannot read (refs with an error: prune must not sweep
+  // what they may reach).
   Result<std::vector<RefEntry>> ListRefsFromService() {
     std::vector<RefEntry> refs;
     std::vector<Digest> roots;
-    std::set<std::string> done;
-    std::map<std::string, TimeNs> accessed;  // index key -> REST last access, when listed
+    std::vector<gha::RestEntry> rest;
+    bool have_rest = false;
     if (cfg_.HasRest()) {
       if (auto entries = RestList(); entries.ok()) {
-        for (const auto& e : *entries) accessed[e.key] = std::max(e.last_accessed, e.created);
+        rest = std::move(*entries);
+        have_rest = true;
       } else {
-        LOG_WARNING(entries.status().message() << "; access times are unknown");
+        LOG_WARNING(entries.status().message()
+                    << "; access times, older index generations and other scopes are unknown");
       }
     }
+    std::map<std::string, const gha::RestEntry*> by_key;
+    for (const auto& e : rest) by_key.emplace(e.key, &e);
+    auto rest_time = [&](const std::string& key) -> TimeNs {
+      auto it = by_key.find(key);
+      return it == by_key.end() ? 0 : std::max(it->second->last_accessed, it->second->created);
+    };
+    auto rest_created = [&](const std::string& key) -> TimeNs {
+      auto it = by_key.find(key);
+      return it == by_key.end() ? 0 : it->second->created;
+    };
+    std::set<std::string> newest_keys, readable, done;
     TimeNs newest = 0;
     for (const auto& s : scopes_) {
       if (!done.insert(s.scope).second) continue;
-      const std::string key = gha::IndexKey(cfg_.scope, s.scope);
-      BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(key));
-      if (!e) {
-        LOG_INFO(What() << ": no cache index for scope " << s.scope << " (" << key << "#…)");
-        continue;
+      readable.insert(gha::ScopeHash(s.scope));
+      for (bool sig : {false, true}) {
+        const std::string prefix = gha::IndexKey(cfg_.scope, s.scope) + (sig ? "-sig#" : "#");
+        BCFS_ASSIGN_OR_RETURN(std::optional<Entry> e, Lookup(prefix));
+        if (!e) {
+          if (!sig)
+            LOG_INFO(What() << ": no cache index for scope " << s.scope << " (" << prefix << "…)");
+          continue;
+        }
+        newest_keys.insert(e->matched_key);
+        RefEntry ref;
+        ref.name = cfg_.scope + "@" + gha::BranchOf(s.scope) + (sig ? ":sig" : "");
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          urls_[e->matched_key] = e->url;
+        }
+        const TimeNs mtime = rest_time(e->matched_key);
+        auto loaded = LoadIndex(e->matched_key, mtime);
+        if (!loaded.ok()) {
+          if (loaded.status().code() == Code::kPermissionDenied) return loaded.status();
+          ref.error = loaded.status().message();
+          refs.push_back(std::move(ref));
+          continue;
+        }
+        newest = std::max(newest, mtime);
+        ref.modified = mtime;  // the REST API's last_accessed_at: BuildKit's "last use"
+        ref.synthesized = true;
+        ref.descriptor = loaded->manifest;
+        ref.raw_descriptor = RawDescriptor(ref);
+        roots.push_back(ref.descriptor.digest);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ref_index_[ref.raw_descriptor] =
+              IndexEntry{e->matched_key, rest_created(e->matched_key), loaded->config, sig};
+        }
+        refs.push_back(std::move(ref));
       }
-      RefEntry ref;
-      ref.name = cfg_.scope + "@" + gha::BranchOf(s.scope);
-      {
+    }
+    if (have_rest) {
+      // Older generations of the scopes the token reads.
+      for (const auto& e : rest) {
+        auto p = gha::ParseIndexKey(e.key, cfg_.scope);
+        if (!p || newest_keys.count(e.key) || !readable.count(p->hash)) continue;
+        auto loaded = LoadExact(e.key, std::max(e.last_accessed, e.created));
+        if (!loaded.ok()) {
+          if (loaded.status().code() == Code::kPermissionDenied) return loaded.status();
+          LOG_WARNING(loaded.status().message() << "; not shown in history/");
+          continue;
+        }
+        if (!*loaded) continue;  // gone meanwhile
         std::lock_guard<std::mutex> lock(mu_);
-        urls_[e->matched_key] = e->url;
+        history_[(*loaded)->manifest.digest] =
+            IndexEntry{e.key, e.created, (*loaded)->config, p->sig};
       }
-      http::Request req;
-      auto resp = Download(e->matched_key, req);
-      if (!resp.ok()) {
-        if (resp.status().code() == Code::kPermissionDenied) return resp.status();
-        ref.error = resp.status().message();
+      // The indexes of scopes it does not read.
+      for (const auto& [k, e] : NewestIndexes(
+               rest, cfg_.scope, [&](const std::string& h) { return readable.count(h) == 0; })) {
+        RefEntry ref;
+        ref.name = RefName(*e, k);
+        ref.error = "source " + spec_.Redacted() + ": cache index " + e->key + " (" +
+                    std::to_string(e->size) + " bytes) of scope " + e->ref +
+                    ": the runtime token (" + cfg_.token_origin +
+                    ") does not grant this scope, so its content cannot be read";
         refs.push_back(std::move(ref));
-        continue;
       }
-      if (resp->body.size() > kMaxIndex) {
-        ref.error = What() + ": cache index " + e->matched_key + " is larger than 256 MiB";
-        refs.push_back(std::move(ref));
-        continue;
-      }
-      const std::string doc = What() + ": cache index " + e->matched_key;
-      auto manifest = gha::SynthesizeManifest(resp->body, doc);
-      if (!manifest.ok()) {
-        ref.error = manifest.status().message();
-        refs.push_back(std::move(ref));
-        continue;
-      }
-      TimeNs mtime = 0;
-      if (auto it = accessed.find(e->matched_key); it != accessed.end()) mtime = it->second;
-      newest = std::max(newest, mtime);
-      ref.descriptor.media_type = std::string(formats::media::kOciIndex);
-      ref.descriptor.digest = Digest::Sha256Of(*manifest);
-      ref.descriptor.size = static_cast<int64_t>(manifest->size());
-      ref.modified = mtime;
-      ref.synthesized = true;
-      roots.push_back(ref.descriptor.digest);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        docs_[Digest::Sha256Of(resp->body)] = Doc{resp->body, mtime};
-        docs_[ref.descriptor.digest] = Doc{std::move(*manifest), mtime};
-      }
-      refs.push_back(std::move(ref));
     }
     std::sort(roots.begin(), roots.end());
     roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
@@ -433,25 +681,17 @@ class GhaBackend : public Backend {
 
   Result<std::vector<RefEntry>> ListRefsFromRest() {
     BCFS_ASSIGN_OR_RETURN(std::vector<gha::RestEntry> entries, RestList());
-    // Newest "#n" per scope hash, as the service's prefix lookup would pick.
-    std::map<std::string, const gha::RestEntry*> best;
-    std::map<std::string, int64_t> best_n;
     TimeNs newest = 0;
     for (const auto& e : entries) {
-      auto parts = gha::ParseIndexKey(e.key, cfg_.scope);
-      if (!parts) continue;
-      if (!best.count(parts->hash) || parts->n > best_n[parts->hash]) {
-        best[parts->hash] = &e;
-        best_n[parts->hash] = parts->n;
+      if (gha::ParseIndexKey(e.key, cfg_.scope)) {
+        newest = std::max(newest, std::max(e.created, e.last_accessed));
       }
-      newest = std::max(newest, std::max(e.created, e.last_accessed));
     }
     std::vector<RefEntry> refs;
-    for (const auto& [hash, e] : best) {
+    for (const auto& [k, e] :
+         NewestIndexes(entries, cfg_.scope, [](const std::string&) { return true; })) {
       RefEntry ref;
-      // The entry's ref is the scope it was written from; its hash says so too.
-      const std::string scope = gha::ScopeHash(e->ref) == hash ? e->ref : "";
-      ref.name = cfg_.scope + "@" + (scope.empty() ? hash : gha::BranchOf(scope));
+      ref.name = RefName(*e, k);
       ref.error = "source " + spec_.Redacted() + ": cache index " + e->key + " (" +
                   std::to_string(e->size) +
                   " bytes): its content needs an Actions runtime token and cache URL (token= and "
@@ -466,17 +706,26 @@ class GhaBackend : public Backend {
     return refs;
   }
 
-  // Every entry of the repository's cache (all pages).
-  Result<std::vector<gha::RestEntry>> RestList() {
+  std::string RestBase() const {
+    return cfg_.api_url + "/repos/" + cfg_.repository + "/actions/caches";
+  }
+  std::vector<http::Header> RestHeaders() const {
+    return {{"Authorization", "Bearer " + cfg_.ghtoken},
+            {"Accept", "application/vnd.github+json"},
+            {"X-GitHub-Api-Version", "2022-11-28"}};
+  }
+
+  // Every entry of the repository's cache whose key starts with `key_prefix`
+  // (all pages).
+  Result<std::vector<gha::RestEntry>> RestList(const std::string& key_prefix = "") {
     std::vector<gha::RestEntry> all;
-    const std::string base = cfg_.api_url + "/repos/" + cfg_.repository + "/actions/caches";
+    const std::string base = RestBase();
     const std::string what = "GitHub REST API " + http::RedactUrl(base);
     for (int page = 1; page < 100000; ++page) {
       http::Request req;
       req.url = base + "?per_page=100&page=" + std::to_string(page);
-      req.headers = {{"Authorization", "Bearer " + cfg_.ghtoken},
-                     {"Accept", "application/vnd.github+json"},
-                     {"X-GitHub-Api-Version", "2022-11-28"}};
+      if (!key_prefix.empty()) req.url += "&key=" + QueryEscape(key_prefix);
+      req.headers = RestHeaders();
       auto resp = client_->Do(req);
       if (!resp.ok()) return resp.status().WithContext("source " + spec_.Redacted() + ": " + what);
       if (resp->status == 401 || resp->status == 403 || resp->status == 404) {
@@ -512,7 +761,11 @@ class GhaBackend : public Backend {
   // GUARDED_BY(mu_): one lookup at a time per key
   std::map<std::string, std::shared_ptr<std::mutex>> lookup_mu_;
   std::vector<Digest> roots_;  // GUARDED_BY(mu_)
-  TimeNs refs_modified_ = 0;   // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_): the index entry of each ref, by its raw descriptor
+  std::map<std::string, IndexEntry> ref_index_;
+  std::map<Digest, IndexEntry> history_;        // GUARDED_BY(mu_): older generations
+  std::map<std::string, Digest> key_manifest_;  // GUARDED_BY(mu_): index key -> manifest
+  TimeNs refs_modified_ = 0;                    // GUARDED_BY(mu_)
 };
 
 }  // namespace

@@ -78,14 +78,19 @@ std::optional<IndexKeyParts> ParseIndexKey(std::string_view key, std::string_vie
       "index-" + std::string(scope_attr) + "-" + std::string(kLayoutVersion) + "-";
   if (key.substr(0, prefix.size()) != prefix) return std::nullopt;
   std::string_view rest = key.substr(prefix.size());
-  if (rest.size() < 10 || rest[8] != '#') return std::nullopt;
-  std::string_view hash = rest.substr(0, 8), num = rest.substr(9);
+  constexpr std::string_view kSig = "-sig#";
+  const bool sig = rest.size() > 8 && rest.substr(8, kSig.size()) == kSig;
+  const size_t num_at = sig ? 8 + kSig.size() : 9;
+  if (rest.size() <= num_at || (!sig && rest[8] != '#')) return std::nullopt;
+  std::string_view hash = rest.substr(0, 8), num = rest.substr(num_at);
   if (!IsLowerHex(hash) || num.empty() || num.size() > 18) return std::nullopt;
   if (!std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     return std::nullopt;
   }
-  return IndexKeyParts{std::string(hash), std::strtoll(std::string(num).c_str(), nullptr, 10)};
+  return IndexKeyParts{std::string(hash), std::strtoll(std::string(num).c_str(), nullptr, 10), sig};
 }
+
+std::string SigBundleKey(const Digest& index_digest) { return BlobKey(index_digest) + "-sig"; }
 
 std::string BranchOf(std::string_view github_scope) {
   constexpr std::string_view kHeads = "refs/heads/", kRefs = "refs/";

@@ -42,14 +42,19 @@ std::string ScopeHash(std::string_view github_scope);
 // (the newest "#<n>" entry wins).
 std::string IndexKey(std::string_view scope_attr, std::string_view github_scope);
 
-// An index key of an unsigned cache of `scope_attr`:
-// "index-<scope attr>-1-<8 hex>#<n>". nullopt for anything else (signed
-// "-sig" indexes, other scopes, blobs).
+// An index key of `scope_attr`: "index-<scope attr>-1-<8 hex>#<n>", or
+// "index-<scope attr>-1-<8 hex>-sig#<n>" when BuildKit signed the cache
+// (FORMATS.md §7.3). nullopt for anything else (other scopes, blobs).
 struct IndexKeyParts {
   std::string hash;  // the 8 hex characters
   int64_t n = 0;
+  bool sig = false;  // a "-sig" index
 };
 std::optional<IndexKeyParts> ParseIndexKey(std::string_view key, std::string_view scope_attr);
+
+// "buildkit-blob-1-sha256:<hex>-sig": the sigstore bundle of a signed index
+// whose bytes hash to `index_digest`.
+std::string SigBundleKey(const Digest& index_digest);
 
 // The branch of a GitHub scope ("refs/heads/main" -> "main"); other scopes
 // ("refs/pull/7/merge", "refs/tags/v1") are returned minus "refs/".

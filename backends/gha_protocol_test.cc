@@ -53,12 +53,21 @@ TEST(GhaKeys, IndexKeyHashesTheGithubScope) {
   EXPECT_EQ(IndexKey("my-app", "refs/heads/feature/x"), "index-my-app-1-2bdd6c29");
 }
 
-TEST(GhaKeys, ParseIndexKeyTakesUnsignedIndexesOfTheScopeOnly) {
+TEST(GhaKeys, ParseIndexKeyTakesIndexesOfTheScopeOnlySignedOrNot) {
   auto p = ParseIndexKey("index-buildkit-1-f921bd05#12", "buildkit");
   ASSERT_TRUE(p);
   EXPECT_EQ(p->hash, "f921bd05");
   EXPECT_EQ(p->n, 12);
-  EXPECT_FALSE(ParseIndexKey("index-buildkit-1-f921bd05-sig#3", "buildkit"));
+  EXPECT_FALSE(p->sig);
+  auto s = ParseIndexKey("index-buildkit-1-f921bd05-sig#3", "buildkit");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->hash, "f921bd05");
+  EXPECT_EQ(s->n, 3);
+  EXPECT_TRUE(s->sig);
+  EXPECT_FALSE(ParseIndexKey("index-buildkit-1-f921bd05-sig#", "buildkit"));
+  EXPECT_FALSE(ParseIndexKey("index-buildkit-1-f921bd05-sog#3", "buildkit"));
+  EXPECT_EQ(SigBundleKey(Digest::Sha256Of("x")),
+            "buildkit-blob-1-" + Digest::Sha256Of("x").ToString() + "-sig");
   EXPECT_FALSE(ParseIndexKey("index-other-1-f921bd05#3", "buildkit"));
   EXPECT_FALSE(ParseIndexKey("index-buildkit-1-f921bd05#", "buildkit"));
   EXPECT_FALSE(ParseIndexKey("index-buildkit-1-f921bd05", "buildkit"));

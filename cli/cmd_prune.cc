@@ -35,9 +35,9 @@ constexpr char kPruneHelp[] =
                           [--grace-period DUR] [--all] [--dry-run | --yes]
                           [--format table|json] [--state-dir DIR]
 
-Mark and sweep over one BuildKit cache (type=local, registry, s3 or azblob). Prints the
-plan: refs kept and dropped with the reason, blobs to delete with their sizes,
-bytes freed. Nothing changes without --yes.
+Mark and sweep over one BuildKit cache (type=local, registry, s3, azblob or gha).
+Prints the plan: refs kept and dropped with the reason, blobs to delete with
+their sizes, bytes freed. Nothing changes without --yes.
 
 Which refs go:
   With no --keep-duration, --filter or --all every ref is kept, and only
@@ -47,9 +47,10 @@ Which refs go:
   before now minus --keep-duration (when given), and its manifest was written
   before the grace period. --all alone drops every ref.
   Last use = the newest of the manifest's write time (local: the blob's
-  mtime; s3, azblob: the manifest object's Last-Modified) and our own access
-  time, in the state dir's index, of any blob the ref reaches. A registry has
-  no write time: a tag never read through buildcachefs is not selected by age.
+  mtime; s3, azblob: the manifest object's Last-Modified; gha: the index
+  entry's last_accessed_at) and our own access time, in the state dir's index,
+  of any blob the ref reaches. A registry has no write time: a tag never read
+  through buildcachefs is not selected by age.
   tag=T (local), a registry ref's tag other than `*` or name=A;B (s3, azblob)
   limits the candidates to those refs; the others are kept. Inline caches
   (images) are never pruned.
@@ -66,6 +67,11 @@ What goes:
   registry  the manifests of dropped tags are deleted (DELETE by digest, which
             removes every tag on it: a tag sharing its digest with a kept tag
             stays). Blobs are left to the registry's own garbage collection.
+  gha       through the GitHub REST API (needs repository= and ghtoken=, plus
+            the runtime token and URL to read the indexes): a dropped ref's
+            newest index entry, then every entry no kept ref reaches (older
+            index generations, blobs) is deleted. A scope the runtime token
+            cannot read blocks the sweep.
   Nothing whose mtime (Last-Modified) is within --grace-period is deleted: an export may be
   writing it. An export running meanwhile can at worst lose reuse of an old
   blob, which BuildKit treats as a cache miss, never a failed build.
@@ -385,10 +391,10 @@ int RunPrune(const std::vector<std::string>& argv) {
       }
       whole.attrs.erase("name");
     }
-  } else {
+  } else if (spec->type != backends::SourceType::kGha) {
     std::cerr << "buildcachefs prune: type=" << backends::SourceTypeName(spec->type)
-              << " sources cannot be pruned by this build yet (local, registry, s3 and azblob "
-                 "can)\n";
+              << " sources cannot be pruned by this build yet (local, registry, s3, azblob "
+                 "and gha can)\n";
     return kExitErrors;
   }
 

@@ -10,9 +10,9 @@ uploaded to and read from Azurite, which checks every signature and expiry itsel
 
 The caches are generated here with Python (gzip'd tar layers, cache configs with per-layer
 annotations as BuildKit's gha exporter writes them), saved through the mock's v2 protocol
-(CreateCacheEntry, Put Blob into Azurite through the signed URL, FinalizeCacheEntryUpload) with tokens whose
-`ac` claim makes the writes land in three branch scopes. Expectations come from those
-Python-side bytes and hashlib, not from the code under test.
+(CreateCacheEntry, Put Blob into Azurite through the signed URL, FinalizeCacheEntryUpload)
+with tokens whose `ac` claim makes the writes land in three branch scopes. Expectations
+come from those Python-side bytes and hashlib, not from the code under test.
 
   1. MockProtocol: the mock refuses missing and wrong tokens, answers 429; its URLs are
      Azurite's, and Azurite refuses them once revoked, issued expired or tampered with.
@@ -24,6 +24,13 @@ Python-side bytes and hashlib, not from the code under test.
   4. Credentials: a wrong token makes `buildcachefs ls` exit 1 naming the service, never
      the token; repository+ghtoken alone list refs and blob sizes and reads say that
      content needs a runtime token.
+  5. History: with the REST listing, main's superseded index #1 is under history/;
+     signature bundles are no blobs; scopes the token cannot read are refs saying so.
+     (The signed "-sig" index of feature/x is the ref buildkit@feature/x:sig in 2-5.)
+  6. Prune (a mock and Azurite container of its own): the dry run lists and changes
+     nothing, --yes deletes exactly the unkept keys through the REST API, a mount
+     afterwards reads every kept blob byte-exact; without the REST API, or with a
+     scope the token cannot read, nothing is deleted.
 
 Run by ctest: gha_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
 """
@@ -90,13 +97,19 @@ def make_layer(rng, nfiles, big=0):
 class Cache:
     """One exported cache: its layers (digest -> bytes) and its config JSON."""
 
-    def __init__(self, seed, nlayers, big=0):
+    def __init__(self, seed, nlayers, big=0, reuse=None):
         rng = random.Random(seed)
         self.blobs = {}
+        self.diffs = {}
         layers = []
         for i in range(nlayers):
-            gz, diff = make_layer(rng, 3, big if i == 0 else 0)
+            if reuse is not None and i == 0:  # the first layer of another cache
+                d = sorted(reuse.blobs)[0]
+                gz, diff = reuse.blobs[d], reuse.diffs[d]
+            else:
+                gz, diff = make_layer(rng, 3, big if i == 0 else 0)
             d = "sha256:" + hashlib.sha256(gz).hexdigest()
+            self.diffs[d] = diff
             self.blobs[d] = gz
             layers.append({"blob": d, "parent": i - 1 if i else -1,
                            "annotations": {"mediaType": LAYER_GZ, "diffID": diff,
@@ -108,8 +121,53 @@ class Cache:
                                         "createdAt": "2026-01-01T10:00:00Z"}]}]},
             separators=(",", ":")).encode()
 
+    def manifest(self):
+        """The index-shape manifest BuildKit's gha importer builds from the config (its
+        descriptors), which the mount synthesizes (DESIGN.md §1.5): rebuilt here."""
+        descs, seen = [], set()
+        for l in json.loads(self.config)["layers"]:
+            if l["blob"] in seen:
+                continue
+            seen.add(l["blob"])
+            a = l["annotations"]
+            descs.append({"mediaType": a["mediaType"], "digest": l["blob"], "size": a["size"],
+                          "annotations": {"buildkit/createdat": a["createdAt"],
+                                          "containerd.io/uncompressed": a["diffID"]}})
+        descs.append({"mediaType": "application/vnd.buildkit.cacheconfig.v0",
+                      "digest": sha(self.config), "size": len(self.config)})
+        return json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.oci.image.index.v1+json",
+                           "manifests": descs}, separators=(",", ":")).encode()
 
-CACHES = {}   # scope -> the cache its newest index holds
+    def documents(self):
+        """digest -> bytes of the config and the synthesized manifest."""
+        return {sha(self.config): self.config, sha(self.manifest()): self.manifest()}
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def save_cache(mock, token, scope, cache, n, sig=False):
+    """What BuildKit's gha exporter writes: every layer blob the cache lacks, then the
+    index as the next generation (`-sig` before `#` and a sigstore bundle when signed)."""
+    for d, data in cache.blobs.items():
+        try:
+            gha_mock.save(mock.url, token, blob_key(d), VERSION, data)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:  # already there (another cache's layer)
+                raise
+    gha_mock.save(mock.url, token, "%s%s#%d" % (index_key(scope), "-sig" if sig else "", n),
+                  VERSION, cache.config)
+    if sig:
+        bundle = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                             "messageSignature": {"messageDigest": {
+                                 "algorithm": "SHA2_256",
+                                 "digest": hashlib.sha256(cache.config).hexdigest()}}}).encode()
+        gha_mock.save(mock.url, token, blob_key(sha(cache.config)) + "-sig", VERSION, bundle)
+
+
+CACHES = {}   # scope (+ ":sig" for the signed index) -> the cache its newest index holds
 OLD = None    # an older index of main (#1), superseded by #2
 TOKENS = {}   # name -> JWT
 WRITERS = {}  # scope -> a JWT that writes into it
@@ -131,17 +189,22 @@ def build_and_save():
     CACHES[SCOPES[0]] = Cache(2, 4, big=20 * MIB)   # a 20 MiB layer: 3 store parts
     CACHES[SCOPES[1]] = Cache(3, 3)
     CACHES[SCOPES[2]] = Cache(4, 2)
+    CACHES[SIGNED] = Cache(5, 2)                    # a signed cache of feature/x
     plan = [(SCOPES[0], OLD, 1), (SCOPES[0], CACHES[SCOPES[0]], 2),
             (SCOPES[1], CACHES[SCOPES[1]], 1), (SCOPES[2], CACHES[SCOPES[2]], 1)]
     for scope, cache, n in plan:
-        tok = writers[scope]
-        for d, data in cache.blobs.items():
-            gha_mock.save(MOCK.url, tok, blob_key(d), VERSION, data)
-        gha_mock.save(MOCK.url, tok, "%s#%d" % (index_key(scope), n), VERSION, cache.config)
+        save_cache(MOCK, writers[scope], scope, cache, n)
+    save_cache(MOCK, writers[SCOPES[1]], SCOPES[1], CACHES[SIGNED], 1, sig=True)
+
+
+SIGNED = SCOPES[1] + ":sig"
+REFS = SCOPES + [SIGNED]  # every ref of a token reading all three scopes
 
 
 def ref_name(scope):
-    return "buildkit@" + scope[len("refs/"):].replace("heads/", "", 1)
+    sig = scope.endswith(":sig")
+    scope = scope[:-len(":sig")] if sig else scope
+    return "buildkit@" + scope[len("refs/"):].replace("heads/", "", 1) + (":sig" if sig else "")
 
 
 def ref_dir(scope):
@@ -170,6 +233,27 @@ def v2_source(token="reader"):
 
 
 class Base(mt.Base):
+    def mount_rest(self, source, mock):
+        """A mount whose GitHub REST API is the mock's (GITHUB_API_URL, as in a workflow)."""
+        old = os.environ.get("GITHUB_API_URL")
+        os.environ["GITHUB_API_URL"] = mock.url
+        try:
+            return self.mount([source])
+        finally:
+            if old is None:
+                os.environ.pop("GITHUB_API_URL")
+            else:
+                os.environ["GITHUB_API_URL"] = old
+
+    def run_cli(self, args, env=None):
+        e = dict(os.environ)
+        for k in ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL",
+                  "ACTIONS_CACHE_SERVICE_V2", "GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+            e.pop(k, None)
+        e.update(env or {})
+        return subprocess.run([ARGS.bin] + args, capture_output=True, text=True, timeout=120,
+                              env=e)
+
     def check_mount(self, mnt, scopes):
         src = os.path.join(mnt, "gha-buildkit")
         self.assertEqual(sorted(os.listdir(os.path.join(src, "refs"))),
@@ -273,34 +357,19 @@ class MockProtocol(Base):
                                      headers={"Authorization": "Bearer " + GHTOKEN})
         with urllib.request.urlopen(req, timeout=10) as r:
             js = json.loads(r.read())
-        n = sum(len(c.blobs) + 1 for c in CACHES.values()) + len(OLD.blobs) + 1
+        n = sum(len(c.blobs) + 1 for c in CACHES.values()) + len(OLD.blobs) + 1 + 1  # bundle
         self.assertEqual(js["total_count"], n)
 
 
 class Reads(Base):
     def test_v2_every_scope_newest_index_every_blob_byte_exact(self):
         mnt = self.mount([v2_source()])
-        self.check_mount(mnt, SCOPES)
+        # The signed index of feature/x is a ref of its own, next to the unsigned one.
+        self.check_mount(mnt, REFS)
         # The synthesized index-shape manifest (DESIGN.md §1.5), rebuilt here from the
         # config as BuildKit's gha importer builds its descriptors; also under blobs/.
-        for s in SCOPES:
-            cache = CACHES[s]
-            layers = json.loads(cache.config)["layers"]
-            descs, seen = [], set()
-            for l in layers:
-                if l["blob"] in seen:
-                    continue
-                seen.add(l["blob"])
-                a = l["annotations"]
-                descs.append({"mediaType": a["mediaType"], "digest": l["blob"], "size": a["size"],
-                              "annotations": {"buildkit/createdat": a["createdAt"],
-                                              "containerd.io/uncompressed": a["diffID"]}})
-            descs.append({"mediaType": "application/vnd.buildkit.cacheconfig.v0",
-                          "digest": "sha256:" + hashlib.sha256(cache.config).hexdigest(),
-                          "size": len(cache.config)})
-            want = json.dumps({"schemaVersion": 2,
-                               "mediaType": "application/vnd.oci.image.index.v1+json",
-                               "manifests": descs}, separators=(",", ":")).encode()
+        for s in REFS:
+            want = CACHES[s].manifest()
             rd = os.path.join(mnt, "gha-buildkit", "refs", ref_dir(s))
             self.assertEqual(mt.read_all(os.path.join(rd, "manifest.json")), want)
             blob = os.path.join(mnt, "gha-buildkit", "blobs", "sha256",
@@ -353,15 +422,159 @@ class Faults(Base):
             self.assertTrue(mt.read_all(q) == data, d)
 
 
+class History(Base):
+    def test_older_generations_are_history_and_signature_bundles_are_not_blobs(self):
+        src = v2_source() + ",repository=octo/app,ghtoken=" + GHTOKEN
+        mnt = self.mount_rest(src, MOCK)
+        self.check_mount(mnt, REFS)
+        top = os.path.join(mnt, "gha-buildkit")
+        # main's index #1, superseded by #2: BuildKit never loads it again.
+        old_man = OLD.manifest()
+        self.assertEqual(os.listdir(os.path.join(top, "history")),
+                         [hashlib.sha256(old_man).hexdigest()])
+        hd = os.path.join(top, "history", hashlib.sha256(old_man).hexdigest())
+        self.assertEqual(mt.read_all(os.path.join(hd, "manifest.json")), old_man)
+        self.assertEqual(mt.read_all(os.path.join(hd, "cache-config.json")), OLD.config)
+        for d, data in OLD.blobs.items():
+            got = mt.read_all(os.path.join(top, "blobs", "sha256", d.split(":")[1]))
+            self.assertTrue(got == data, d)
+        # blobs/ holds exactly the layers, configs and synthesized manifests: the
+        # signature bundle (key "buildkit-blob-1-<config digest>-sig") is not a blob.
+        want = set()
+        for c in list(CACHES.values()) + [OLD]:
+            want |= {d.split(":")[1] for d in list(c.blobs) + list(c.documents())}
+        self.assertEqual(set(os.listdir(os.path.join(top, "blobs", "sha256"))), want)
+
+    def test_scopes_the_token_cannot_read_are_refs_that_say_so(self):
+        src = v2_source("main") + ",repository=octo/app,ghtoken=" + GHTOKEN
+        mnt = self.mount_rest(src, MOCK)
+        refs = os.path.join(mnt, "gha-buildkit", "refs")
+        self.assertEqual(sorted(os.listdir(refs)), sorted(ref_dir(s) for s in REFS))
+        self.assertEqual(mt.read_all(os.path.join(refs, ref_dir(SCOPES[0]), "cache-config.json")),
+                         CACHES[SCOPES[0]].config)
+        for s in REFS[1:]:
+            err = os.getxattr(os.path.join(refs, ref_dir(s)), X + "error").decode()
+            self.assertIn("does not grant this scope", err)
+            self.assertNotIn(TOKENS["main"], err)
+
+
+class Prune(Base):
+    """`buildcachefs prune` of a gha cache through the REST API, against a mock (and
+    Azurite container) of its own: dropping pull/7's ref deletes exactly its index, main's
+    superseded index #1, the blobs only those reach and an orphan blob; the kept refs,
+    the signed index with its bundle, and a layer main #1 shares with main #2 stay."""
+
+    def setUp(self):
+        super().setUp()
+        self.mock = gha_mock.GhaMock(AZ, tokens=list(WRITERS.values()) + [TOKENS["reader"]],
+                                     ghtoken=GHTOKEN, container="prune-" + hashlib.sha256(
+                                         self.id().encode()).hexdigest()[:12]).start()
+        self.addCleanup(self.mock.stop)
+        old = Cache(21, 2)
+        self.kept = {SCOPES[0]: Cache(22, 3, reuse=old), SCOPES[1]: Cache(23, 2),
+                     SIGNED: Cache(24, 2)}
+        self.pr = Cache(25, 2)
+        self.old = old
+        save_cache(self.mock, WRITERS[SCOPES[0]], SCOPES[0], old, 1)
+        save_cache(self.mock, WRITERS[SCOPES[0]], SCOPES[0], self.kept[SCOPES[0]], 2)
+        save_cache(self.mock, WRITERS[SCOPES[1]], SCOPES[1], self.kept[SCOPES[1]], 1)
+        save_cache(self.mock, WRITERS[SCOPES[1]], SCOPES[1], self.kept[SIGNED], 1, sig=True)
+        save_cache(self.mock, WRITERS[SCOPES[2]], SCOPES[2], self.pr, 1)
+        self.orphan = b"an orphan layer no index names"
+        gha_mock.save(self.mock.url, WRITERS[SCOPES[0]], blob_key(sha(self.orphan)), VERSION,
+                      self.orphan)
+
+    def rest_keys(self):
+        req = urllib.request.Request(self.mock.url + "repos/octo/app/actions/caches?per_page=100",
+                                     headers={"Authorization": "Bearer " + GHTOKEN})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            js = json.loads(r.read())
+        self.assertLessEqual(js["total_count"], 100)
+        return sorted(e["key"] for e in js["actions_caches"])
+
+    def prune(self, source, *extra):
+        return self.run_cli(["prune", source, "--filter", "ref==" + ref_name(SCOPES[2]),
+                             "--grace-period", "0s", "--format", "json"] + list(extra),
+                            {"GITHUB_API_URL": self.mock.url})
+
+    def test_dry_run_lists_real_run_deletes_exactly_the_unkept_keys(self):
+        src = "type=gha,url_v2=%s,token=%s,repository=octo/app,ghtoken=%s" % (
+            self.mock.url, TOKENS["reader"], GHTOKEN)
+        before = self.rest_keys()
+        kept_blobs = set()
+        for c in self.kept.values():
+            kept_blobs |= set(c.blobs)
+        gone_blobs = (set(self.old.blobs) | set(self.pr.blobs) | {sha(self.orphan)}) - kept_blobs
+        self.assertEqual(len(gone_blobs), 1 + 2 + 1)  # main #1 shares one layer with #2
+        want_gone = sorted([blob_key(d) for d in gone_blobs] +
+                           [index_key(SCOPES[0]) + "#1", index_key(SCOPES[2]) + "#1"])
+        want_left = sorted(set(before) - set(want_gone))
+        self.assertIn(blob_key(sha(self.kept[SIGNED].config)) + "-sig", want_left)
+
+        p = self.prune(src)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        plan = json.loads(p.stdout)
+        self.assertEqual({r["name"]: r["action"] for r in plan["refs"]},
+                         {ref_name(s): "drop" if s == SCOPES[2] else "keep" for s in REFS})
+        self.assertEqual(sorted(b["digest"] for b in plan["delete_blobs"]),
+                         sorted(gone_blobs | {sha(self.old.manifest())}))
+        self.assertEqual(plan["errors"], [])
+        self.assertIsNone(plan["result"])
+        self.assertEqual(self.rest_keys(), before)  # a dry run changes nothing
+        self.assertNotIn(GHTOKEN, p.stdout + p.stderr)
+        self.assertNotIn(TOKENS["reader"], p.stdout + p.stderr)
+
+        # Last use is the index entry's last_accessed_at: all were just written.
+        p = self.run_cli(["prune", src, "--keep-duration", "1h", "--format", "json"],
+                         {"GITHUB_API_URL": self.mock.url})
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for r in json.loads(p.stdout)["refs"]:
+            self.assertEqual(r["action"], "keep", r)
+            self.assertIn("within --keep-duration 1h", r["reason"])
+            self.assertIsNotNone(r["last_used"])
+
+        # Without the REST API there is nothing to delete with.
+        no_rest = "type=gha,url_v2=%s,token=%s" % (self.mock.url, TOKENS["reader"])
+        p = self.prune(no_rest, "--yes")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("needs the GitHub REST API", p.stdout + p.stderr)
+        self.assertEqual(self.rest_keys(), before)
+
+        p = self.prune(src, "--yes")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        res = json.loads(p.stdout)["result"]
+        self.assertEqual((res["refs_removed"], res["blobs_deleted"], res["errors"],
+                          res["skipped"]), ([ref_name(SCOPES[2])], len(gone_blobs) + 1, [], []))
+        self.assertEqual(self.rest_keys(), want_left)
+        # The entries' blobs left Azurite with them.
+        self.assertEqual(len(AZ.list_blobs(self.mock.container)), len(want_left))
+
+        # A mount afterwards: the kept refs, every kept blob byte-exact, no history.
+        mnt = self.mount_rest(src, self.mock)
+        top = os.path.join(mnt, "gha-buildkit")
+        self.assertEqual(sorted(os.listdir(os.path.join(top, "refs"))),
+                         sorted(ref_dir(s) for s in self.kept))
+        self.assertEqual(os.listdir(os.path.join(top, "history")), [])
+        for s, c in self.kept.items():
+            rd = os.path.join(top, "refs", ref_dir(s))
+            self.assertEqual(mt.read_all(os.path.join(rd, "cache-config.json")), c.config)
+            for d, data in c.blobs.items():
+                got = mt.read_all(os.path.join(top, "blobs", "sha256", d.split(":")[1]))
+                self.assertTrue(got == data, d)
+
+    def test_a_scope_the_token_cannot_read_blocks_the_sweep(self):
+        src = "type=gha,url_v2=%s,token=%s,repository=octo/app,ghtoken=%s" % (
+            self.mock.url, WRITERS[SCOPES[0]], GHTOKEN)
+        before = self.rest_keys()
+        p = self.prune(src, "--yes")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("what it reaches is unknown", p.stdout)
+        self.assertEqual(self.rest_keys(), before)
+
+
 class Credentials(Base):
     def run_ls(self, source, env=None):
-        e = dict(os.environ)
-        for k in ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL",
-                  "ACTIONS_CACHE_SERVICE_V2", "GITHUB_TOKEN", "GITHUB_REPOSITORY"):
-            e.pop(k, None)
-        e.update(env or {})
-        return subprocess.run([ARGS.bin, "ls", source, "--format", "json"], capture_output=True,
-                              text=True, timeout=120, env=e)
+        return self.run_cli(["ls", source, "--format", "json"], env)
 
     def test_a_wrong_token_is_reported_with_the_service_named(self):
         tok = TOKENS["unknown"]
@@ -389,7 +602,7 @@ class Credentials(Base):
         src = "type=gha,repository=octo/app,ghtoken=" + GHTOKEN
         p = self.run_ls(src, env)
         out = p.stdout + p.stderr
-        for s in SCOPES:
+        for s in REFS:
             self.assertIn(ref_name(s), out)
         self.assertIn("needs an Actions runtime token", out)
         self.assertNotIn(GHTOKEN, out)
@@ -397,15 +610,7 @@ class Credentials(Base):
         self.assertEqual(bad.returncode, 1)
         self.assertIn("GitHub REST API", bad.stdout + bad.stderr)
         # A mount shows every blob with its size; reading says what is missing.
-        old = os.environ.get("GITHUB_API_URL")
-        os.environ["GITHUB_API_URL"] = MOCK.url
-        try:
-            mnt = self.mount([src])
-        finally:
-            if old is None:
-                os.environ.pop("GITHUB_API_URL")
-            else:
-                os.environ["GITHUB_API_URL"] = old
+        mnt = self.mount_rest(src, MOCK)
         blobs = os.path.join(mnt, "gha-buildkit", "blobs", "sha256")
         for d, data in all_blobs().items():
             p = os.path.join(blobs, d.split(":")[1])

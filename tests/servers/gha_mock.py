@@ -15,9 +15,9 @@ exists in Debian or npm). One HTTP server on 127.0.0.1 speaks:
   * v1 (GHES): GET /_apis/artifactcache/cache?keys=k1,k2&version=v with the same
     token -> {cacheKey, scope, archiveLocation}, or 204 when nothing matches.
   * The entries' bytes live in a real Azurite (tests/servers/azurite_harness.py), container
-    `actions-cache`, one block blob per entry. The signed URLs are real service SAS URLs
-    (sr=b) signed with Azurite's account key, computed here from the documented
-    string-to-sign: uploads `sp=cw` with their own `se`; downloads name a stored access
+    `actions-cache` (or the one given), one block blob per entry. The signed URLs are
+    real service SAS URLs (sr=b) signed with Azurite's account key, computed here from
+    the documented string-to-sign: uploads `sp=cw` with their own `se`; downloads name a stored access
     policy of the container (`si=`), so that they can be revoked. Azurite itself checks
     every signature and expiry and serves the bytes and Ranges; the mock never sees them.
     v1's archiveLocation is the same kind of pre-signed storage URL (FORMATS.md §7.4:
@@ -123,8 +123,10 @@ class Entry:
 
 
 class GhaMock:
-    def __init__(self, azurite, tokens=(), ghtoken=None, repository="octo/app"):
+    def __init__(self, azurite, tokens=(), ghtoken=None, repository="octo/app",
+                 container=CONTAINER):
         self.az = azurite
+        self.container = container
         self.tokens = set(tokens)
         self.ghtoken = ghtoken
         self.repository = repository
@@ -160,7 +162,7 @@ class GhaMock:
             def do_DELETE(self):
                 mock.handle(self, "DELETE")
 
-        self.az.create_container(CONTAINER)
+        self.az.create_container(self.container)
         self.rotate_policy()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
@@ -185,7 +187,7 @@ class GhaMock:
                '<Id>r%d</Id><AccessPolicy><Start>%s</Start><Expiry>%s</Expiry>'
                '<Permission>r</Permission></AccessPolicy></SignedIdentifier>'
                '</SignedIdentifiers>' % (gen, sas_time(now - 300), sas_time(now + URL_LIFETIME)))
-        r = self.az.request("PUT", "/" + CONTAINER, body=xml.encode(),
+        r = self.az.request("PUT", "/" + self.container, body=xml.encode(),
                             headers={"content-type": "application/xml"},
                             query={"restype": ["container"], "comp": ["acl"]})
         if r.status != 200:
@@ -195,22 +197,22 @@ class GhaMock:
     def signed_url(self, entry, sp):
         now = time.time()
         if sp != "r":
-            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob, sp=sp,
+            sas = blob_sas(self.az.account, self.az.key, self.container, entry.blob, sp=sp,
                            se=sas_time(now + URL_LIFETIME))
         elif self.first_expired and entry.key not in self.expired_keys:
             self.expired_keys.add(entry.key)
             self.counters["issued_expired"] = self.counters.get("issued_expired", 0) + 1
-            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob, sp="r",
+            sas = blob_sas(self.az.account, self.az.key, self.container, entry.blob, sp="r",
                            st=sas_time(now - 600), se=sas_time(now - 60))
         else:
-            sas = blob_sas(self.az.account, self.az.key, CONTAINER, entry.blob,
+            sas = blob_sas(self.az.account, self.az.key, self.container, entry.blob,
                            si="r%d" % self.policy_gen)
-        return "%s/%s/%s?%s" % (self.az.url, CONTAINER, entry.blob, sas)
+        return "%s/%s/%s?%s" % (self.az.url, self.container, entry.blob, sas)
 
     def delete_entry(self, e):
         """Under self.lock: the entry and its blob are gone."""
         del self.entries[e.id]
-        r = self.az.request("DELETE", "/%s/%s" % (CONTAINER, e.blob))
+        r = self.az.request("DELETE", "/%s/%s" % (self.container, e.blob))
         if r.status not in (202, 404):
             raise RuntimeError("delete blob %s: %r" % (e.blob, r))
 
@@ -355,7 +357,7 @@ class GhaMock:
                 for e in self.entries.values():
                     if e.key == req["key"] and e.version == req["version"] and not e.finalized:
                         # The uploaded blob's size, as Azure Storage reports it.
-                        r = self.az.request("HEAD", "/%s/%s" % (CONTAINER, e.blob))
+                        r = self.az.request("HEAD", "/%s/%s" % (self.container, e.blob))
                         if r.status != 200:
                             return self.reply(h, 404, {"code": "not_found",
                                                        "msg": "nothing was uploaded"})
