@@ -800,9 +800,18 @@ Status ServeMount(tree::Tree& tree, const MountOptions& opts, std::function<void
     if (rc != 0 && rc != -ENOENT)
       LOG_DEBUG("invalidate inode " << ino << ": " << std::strerror(-rc));
   });
+  // A refresh drops the names it added, removed or replaced (DESIGN.md §1.6).
+  tree.SetEntryInvalidator([se](uint64_t parent, const std::string& name) {
+    int rc = fuse_lowlevel_notify_inval_entry(se, parent, name.data(), name.size());
+    if (rc != 0 && rc != -ENOENT)
+      LOG_DEBUG("invalidate entry " << parent << "/" << name << ": " << std::strerror(-rc));
+  });
   struct ClearInvalidator {
     tree::Tree& t;
-    ~ClearInvalidator() { t.SetInvalidator(nullptr); }
+    ~ClearInvalidator() {
+      t.SetInvalidator(nullptr);
+      t.SetEntryInvalidator(nullptr);
+    }
   } clear{tree};
 
   ReadyWatcher watcher(mnt, before.st_dev, std::move(on_ready));

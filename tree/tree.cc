@@ -382,8 +382,11 @@ class Node {
   uint32_t mode = 0444;
   TimeNs mtime = 0;
   CachePolicy cache = CachePolicy::kShort;
-  std::map<std::string, uint64_t> children;  // directories, by name
-  uint64_t subdirs = 0;
+  // Directories, by name. Read and changed only under Impl::nodes_mu: a
+  // refresh (and the indexing of a layer) changes what a folder holds.
+  std::map<std::string, uint64_t> children;
+  std::atomic<uint64_t> subdirs{0};
+  int source = -1;     // a source folder: its index in Impl::sources
   std::string target;  // symlinks
   Content content = Content::kNone;
   std::shared_ptr<const std::string> bytes;   // kBytes
@@ -398,6 +401,9 @@ class Node {
   // Snapshot folders: the layer folders of the chain, bottom first; merged on first use.
   bool implied = false;  // a directory a layer's tar implies without listing it
   std::vector<Node*> chain;
+  // refs/<ref>/ and history/<hex>/: what the catalog read (kept alive with
+  // the SourceInfo it lives in, for records.json and refresh comparisons).
+  std::shared_ptr<const catalog::RefInfo> ref;
   std::once_flag merged;
   std::atomic<bool> merged_done{false};
   uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
@@ -709,7 +715,10 @@ std::string SynthesizeInlineConfig(const catalog::RefInfo& ref) {
 }  // namespace
 
 struct Tree::Impl {
+  // The sources' names and backends (fixed for the tree's life; their `info`
+  // is moved into `infos` by Build).
   std::vector<SourceInput> sources;
+  std::vector<Node*> source_dirs;  // the folder of each source; set by Build
   // Nodes are created by Build and, later, when a layer is indexed; readers
   // take nodes_mu shared, indexing takes it exclusive to insert.
   std::shared_mutex nodes_mu;
@@ -729,8 +738,10 @@ struct Tree::Impl {
   std::function<void(uint64_t)> invalidator;  // GUARDED_BY(hooks_mu)
   std::function<std::string()> status_extra;  // GUARDED_BY(hooks_mu)
   std::unordered_map<Digest, int> pins;       // GUARDED_BY(hooks_mu): open files, fetches
-  std::unordered_map<Digest, std::vector<uint64_t>> blob_inos;  // remote blob nodes; set by Build
-  std::vector<std::shared_ptr<LayerState>> layer_states;        // set by Build
+  // Remote blob nodes and layer states, added to by Build and by refreshes.
+  std::unordered_map<Digest, std::vector<uint64_t>> blob_inos;          // GUARDED_BY(hooks_mu)
+  std::vector<std::shared_ptr<LayerState>> layer_states;                // GUARDED_BY(hooks_mu)
+  std::function<void(uint64_t, const std::string&)> entry_invalidator;  // GUARDED_BY(hooks_mu)
 
   void Pin(const Digest& d) {
     std::lock_guard<std::mutex> lock(hooks_mu);
@@ -750,6 +761,15 @@ struct Tree::Impl {
   std::map<std::pair<size_t, Digest>, std::string> errors;            // GUARDED_BY(mu)
   std::map<std::pair<size_t, Digest>, index::FileIdentity> verified;  // GUARDED_BY(mu)
   std::set<std::pair<size_t, Digest>> verifying;                      // GUARDED_BY(mu)
+  // What each source's catalog said at the last read that worked (old ones
+  // live on in the nodes built from them), why the last refresh of it
+  // failed ("" = it worked) and when it last worked.
+  std::vector<std::shared_ptr<const catalog::SourceInfo>> infos;  // GUARDED_BY(mu)
+  std::vector<std::string> refresh_errors;                        // GUARDED_BY(mu)
+  std::vector<TimeNs> refreshed_at;                               // GUARDED_BY(mu)
+  uint64_t refresh_generation = 0;                                // GUARDED_BY(mu)
+  TimeNs last_refresh = 0;                                        // GUARDED_BY(mu)
+  std::mutex refresh_mu;                                          // one refresh at a time
 
   // ---- building ----
   uint64_t InoFor(const std::string& path) {
@@ -807,14 +827,115 @@ struct Tree::Impl {
     return n;
   }
 
-  // Adds refs/<ref>/ or history/<hex>/ for one ref.
-  void AddRefDir(Node* parent, const std::string& name, const catalog::RefInfo& ref,
+  // ---- refresh support (all under the exclusive nodes lock) ----
+
+  // While a source is rebuilt by a refresh: the children each of its
+  // structural folders (the source folder, blobs/, layers/, refs/, history/
+  // and their algorithm folders) had before, by folder inode. Building looks
+  // here first and keeps a node that still says the same thing, so unchanged
+  // entries keep their inode, their kernel cache and their layer state.
+  // Empty outside a refresh.
+  std::unordered_map<uint64_t, std::map<std::string, uint64_t>> previous;
+
+  // The node `parent` showed as `name` before this refresh, or null.
+  Node* Before(const Node* parent, const std::string& name) {
+    auto it = previous.find(parent->ino);
+    if (it == previous.end()) return nullptr;
+    auto c = it->second.find(name);
+    return c == it->second.end() ? nullptr : GetLocked(c->second);
+  }
+
+  void Link(Node* parent, const std::string& name, Node* child) {
+    parent->children[name] = child->ino;
+    if (child->kind == Kind::kDir) ++parent->subdirs;
+  }
+
+  // Empties a folder that is about to be rebuilt, remembering what it held.
+  void Take(Node* dir) {
+    previous[dir->ino] = std::move(dir->children);
+    dir->children.clear();
+    dir->subdirs = 0;
+  }
+
+  // A structural folder: the one shown before (emptied, to be refilled), or a new one.
+  Node* Folder(Node* parent, const std::string& name, TimeNs mtime,
+               const std::map<std::string, std::string>& x) {
+    if (Node* old = Before(parent, name); old != nullptr && old->kind == Kind::kDir) {
+      Link(parent, name, old);
+      Take(old);
+      return old;
+    }
+    Node* d = Add(parent, name, Kind::kDir, mtime, CachePolicy::kShort);
+    d->xattrs = x;
+    return d;
+  }
+
+  // A file served from memory: the one shown before when it holds the same
+  // bytes and attributes, else a new node (a new inode: the kernel cannot
+  // mix the old bytes with the new).
+  Node* Bytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
+              CachePolicy cache, const std::map<std::string, std::string>& x) {
+    if (Node* old = Before(parent, name); old != nullptr && old->content == Content::kBytes &&
+                                          *old->bytes == bytes && old->xattrs == x &&
+                                          old->cache == cache) {
+      Link(parent, name, old);
+      return old;
+    }
+    Node* n = AddBytes(parent, name, std::move(bytes), mtime, cache);
+    n->xattrs = x;
+    return n;
+  }
+
+  // Two reads of one ref say the same thing: its folder can stay. (The
+  // descriptor's text only shows in index.json, which is compared whole.)
+  static bool SameRef(const catalog::RefInfo& a, const catalog::RefInfo& b) {
+    return a.name == b.name && a.history == b.history &&
+           a.descriptor.digest == b.descriptor.digest && a.descriptor.size == b.descriptor.size &&
+           a.shape == b.shape && a.synthesized == b.synthesized && a.media_type == b.media_type &&
+           a.config.digest == b.config.digest && a.manifest_bytes == b.manifest_bytes &&
+           a.config_bytes == b.config_bytes && a.inline_records_json == b.inline_records_json &&
+           a.modified == b.modified && a.errors == b.errors && a.warnings == b.warnings;
+  }
+
+  // A synthesized document under blobs/<alg>/ (DESIGN.md §1.5).
+  void AddSynthesizedBlob(Node* blobs_dir, const Digest& digest, const std::string& bytes,
+                          TimeNs mtime, const std::map<std::string, std::string>& source_x) {
+    if (blobs_dir->children.count(digest.hex())) return;
+    std::map<std::string, std::string> x = source_x;
+    x["digest"] = digest.ToString();
+    x["mediatype"] = std::string(formats::media::kCacheConfig);
+    x["synthesized"] = "1";
+    x["cached"] = std::to_string(bytes.size());
+    Bytes(blobs_dir, digest.hex(), bytes, mtime, CachePolicy::kImmutable, x);
+  }
+
+  // Adds refs/<ref>/ or history/<hex>/ for one ref (keeps the folder shown
+  // before when the ref is unchanged).
+  void AddRefDir(Node* parent, const std::string& name,
+                 const std::shared_ptr<const catalog::RefInfo>& ref_ptr,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
                  TimeNs blob_mtime_default, const std::map<Digest, backends::BlobStat>& stats,
                  const std::map<Digest, Node*>& layer_dirs) {
+    const catalog::RefInfo& ref = *ref_ptr;
+    if (Node* old = Before(parent, name);
+        old != nullptr && old->ref != nullptr && SameRef(*old->ref, ref)) {
+      Link(parent, name, old);
+      // Its synthesized config stays listed under blobs/ too.
+      if (auto c = old->children.find("cache-config.json"); c != old->children.end()) {
+        const Node* config = GetLocked(c->second);
+        auto d = config->xattrs.find("digest");
+        if (config->xattrs.count("synthesized") && d != config->xattrs.end()) {
+          if (auto digest = Digest::Parse(d->second); digest.ok()) {
+            AddSynthesizedBlob(blobs_dir, *digest, *config->bytes, config->mtime, source_x);
+          }
+        }
+      }
+      return;
+    }
     TimeNs mtime = ref.modified ? ref.modified : blob_mtime_default;
     CachePolicy policy = ref.history ? CachePolicy::kImmutable : CachePolicy::kShort;
     Node* dir = Add(parent, name, Kind::kDir, mtime, policy);
+    dir->ref = ref_ptr;
     std::map<std::string, std::string> x = source_x;
     x["ref"] = ref.name;
     dir->xattrs = x;
@@ -850,20 +971,13 @@ struct Tree::Impl {
         r->xattrs = x;
         r->xattrs["synthesized"] = "1";
         // Synthesized documents are served under blobs/ too (DESIGN.md §1.5).
-        if (!blobs_dir->children.count(digest.hex())) {
-          Node* b = AddBytes(blobs_dir, digest.hex(), config, cmtime, CachePolicy::kImmutable);
-          b->xattrs = source_x;
-          b->xattrs["digest"] = digest.ToString();
-          b->xattrs["mediatype"] = std::string(formats::media::kCacheConfig);
-          b->xattrs["synthesized"] = "1";
-          b->xattrs["cached"] = std::to_string(config.size());
-        }
+        AddSynthesizedBlob(blobs_dir, digest, config, cmtime, source_x);
       }
     }
     if (!ref.shape.empty()) {
       Node* r = Add(dir, "records.json", Kind::kFile, mtime, policy);
       r->content = Content::kLazy;
-      r->render = [&ref] { return RecordsJson(ref); };  // sources outlive the nodes
+      r->render = [ref_ptr] { return RecordsJson(*ref_ptr); };
       r->xattrs = x;
     }
     // snapshots/<chainid12>/: the merged filesystem of every chain that is a
@@ -918,20 +1032,27 @@ struct Tree::Impl {
     }
   }
 
-  void BuildSource(Node* root, size_t si) {
+  // Fills the folder of source `si` from `info`: at Build (src == null, a new
+  // folder under root) or on a refresh (src = its folder, emptied here and
+  // refilled, keeping every node that still says the same thing). Under the
+  // exclusive nodes lock, or before any reader exists.
+  void BuildSource(Node* root, size_t si, Node* src,
+                   const std::shared_ptr<const catalog::SourceInfo>& info_ptr) {
     const SourceInput& in = sources[si];
-    const catalog::SourceInfo& info = in.info;
+    const catalog::SourceInfo& info = *info_ptr;
     const TimeNs smtime = info.refs_modified ? info.refs_modified : mount_time;
     std::map<std::string, std::string> sx = {{"source", info.location}};
 
-    Node* src = Add(root, in.name, Kind::kDir, smtime, CachePolicy::kShort);
-    src->xattrs = sx;
-    std::string src_errors;
-    for (const auto& e : info.errors) src_errors += (src_errors.empty() ? "" : "; ") + e;
-    if (!src_errors.empty()) src->xattrs["error"] = src_errors;
+    if (src == nullptr) {
+      src = Add(root, in.name, Kind::kDir, smtime, CachePolicy::kShort);
+      src->xattrs = sx;
+      src->source = static_cast<int>(si);
+      source_dirs.push_back(src);
+    } else {
+      Take(src);
+    }
 
-    AddBytes(src, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}", smtime, CachePolicy::kShort)
-        ->xattrs = sx;
+    Bytes(src, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}", smtime, CachePolicy::kShort, sx);
     // index.json: one descriptor per ref, verbatim from the source, by raw ref name.
     std::vector<const catalog::RefInfo*> by_name;
     for (const auto& r : info.refs) by_name.push_back(&r);
@@ -953,19 +1074,21 @@ struct Tree::Impl {
       index += (i ? "," : "") + desc;
     }
     index += "]}";
-    AddBytes(src, "index.json", index, smtime, CachePolicy::kShort)->xattrs = sx;
-    AddBytes(src, "index.json.lock", "", smtime, CachePolicy::kShort)->xattrs = sx;
-    Add(src, "ingest", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
+    Bytes(src, "index.json", index, smtime, CachePolicy::kShort, sx);
+    Bytes(src, "index.json.lock", "", smtime, CachePolicy::kShort, sx);
+    if (Node* old = Before(src, "ingest"); old != nullptr) {
+      Link(src, "ingest", old);
+    } else {
+      Add(src, "ingest", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
+    }
 
     // blobs/: everything the source holds plus everything a ref reaches.
-    Node* blobs_top = Add(src, "blobs", Kind::kDir, smtime, CachePolicy::kShort);
-    blobs_top->xattrs = sx;
+    Node* blobs_top = Folder(src, "blobs", smtime, sx);
     std::map<std::string, Node*> alg_dirs;
     auto alg_dir = [&](const std::string& alg) {
       auto it = alg_dirs.find(alg);
       if (it != alg_dirs.end()) return it->second;
-      Node* d = Add(blobs_top, alg, Kind::kDir, smtime, CachePolicy::kShort);
-      d->xattrs = sx;
+      Node* d = Folder(blobs_top, alg, smtime, sx);
       alg_dirs[alg] = d;
       return d;
     };
@@ -1028,6 +1151,8 @@ struct Tree::Impl {
     // A remote source cannot list its blobs: what its refs reach is all there is.
     const bool listed = in.backend->CheapStat();
     std::map<Digest, TimeNs> blob_mtimes;
+    std::map<Digest, std::shared_ptr<BlobRef>> shown;  // the BlobRef each blob node serves
+    std::vector<std::pair<Digest, uint64_t>> new_remote;
     for (auto& [d, b] : blobs) {
       Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
       TimeNs mt = smtime;
@@ -1039,41 +1164,50 @@ struct Tree::Impl {
         mt = dm->second;
       }
       blob_mtimes[d] = mt;
-      Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
+      std::map<std::string, std::string> x = sx;
+      x["digest"] = d.ToString();
+      if (media.count(d)) x["mediatype"] = media[d];
       if (auto doc = documents.find(d); doc != documents.end() && b->static_error.empty()) {
-        n->content = Content::kBytes;
-        n->bytes = doc->second;
-        n->xattrs = sx;
-        n->xattrs["digest"] = d.ToString();
-        n->xattrs["cached"] = std::to_string(doc->second->size());
-        if (media.count(d)) n->xattrs["mediatype"] = media[d];
-        if (synthesized.count(d)) n->xattrs["synthesized"] = "1";
+        x["cached"] = std::to_string(doc->second->size());
+        if (synthesized.count(d)) x["synthesized"] = "1";
+        Bytes(dir, d.hex(), *doc->second, mt, CachePolicy::kImmutable, x);
         continue;
       }
+      if (Node* old = Before(dir, d.hex()); old != nullptr && old->content == Content::kBlob &&
+                                            old->mtime == mt && old->xattrs == x &&
+                                            old->blob->size == b->size &&
+                                            old->blob->static_error == b->static_error) {
+        Link(dir, d.hex(), old);
+        shown[d] = old->blob;
+        continue;
+      }
+      Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
       n->content = Content::kBlob;
       n->blob = b;
-      if (!sources[si].backend->CheapStat()) blob_inos[d].push_back(n->ino);
-      n->xattrs = sx;
-      n->xattrs["digest"] = d.ToString();
-      if (media.count(d)) n->xattrs["mediatype"] = media[d];
+      shown[d] = b;
+      if (!listed) new_remote.emplace_back(d, n->ino);
+      n->xattrs = std::move(x);
     }
 
     // layers/<alg>/<hex>/: every layer blob a cache config names, shown as a
-    // directory once indexed (on first use).
-    Node* layers_top = Add(src, "layers", Kind::kDir, smtime, CachePolicy::kShort);
-    layers_top->xattrs = sx;
+    // directory once indexed (on first use). A layer folder shown before
+    // stays, with what indexing it found.
+    Node* layers_top = Folder(src, "layers", smtime, sx);
     std::map<std::string, Node*> layer_alg_dirs;
     std::map<Digest, Node*> layer_dirs;
+    std::vector<std::shared_ptr<LayerState>> new_states;
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
         for (const auto& l : r.layers) {
           const std::string alg = l.blob.algorithm();
           Node*& ad = layer_alg_dirs[alg];
-          if (ad == nullptr) {
-            ad = Add(layers_top, alg, Kind::kDir, smtime, CachePolicy::kShort);
-            ad->xattrs = sx;
-          }
+          if (ad == nullptr) ad = Folder(layers_top, alg, smtime, sx);
           if (ad->children.count(l.blob.hex())) continue;
+          if (Node* old = Before(ad, l.blob.hex()); old != nullptr && old->layer != nullptr) {
+            Link(ad, l.blob.hex(), old);
+            layer_dirs[l.blob] = old;
+            continue;
+          }
           Node* ld =
               Add(ad, l.blob.hex(), Kind::kDir, blob_mtimes[l.blob], CachePolicy::kImmutable);
           ld->xattrs = sx;
@@ -1081,7 +1215,7 @@ struct Tree::Impl {
           if (!l.media_type.empty()) ld->xattrs["mediatype"] = l.media_type;
           layer_dirs[l.blob] = ld;
           auto state = std::make_shared<LayerState>();
-          state->blob = blobs[l.blob];
+          state->blob = shown.count(l.blob) ? shown[l.blob] : blobs[l.blob];
           state->counters = layer_counters;
           state->mtime = blob_mtimes[l.blob];
           BlobRef* blob = state->blob.get();
@@ -1094,27 +1228,122 @@ struct Tree::Impl {
               return FetchRange(*blob, off, len);
             };
           }
-          layer_states.push_back(state);
+          new_states.push_back(state);
           ld->layer = std::move(state);
         }
       }
     }
-    if (layer_alg_dirs.empty()) {
-      Add(layers_top, "sha256", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
+    if (layer_alg_dirs.empty()) Folder(layers_top, "sha256", smtime, sx);
+    {
+      std::lock_guard<std::mutex> lock(hooks_mu);
+      for (const auto& [d, ino] : new_remote) blob_inos[d].push_back(ino);
+      layer_states.insert(layer_states.end(), new_states.begin(), new_states.end());
     }
 
-    Node* refs = Add(src, "refs", Kind::kDir, smtime, CachePolicy::kShort);
-    refs->xattrs = sx;
+    Node* refs = Folder(src, "refs", smtime, sx);
     for (const auto& r : info.refs) {
-      AddRefDir(refs, backends::EncodeRefName(r.name), r, sx, sha, smtime, info.blob_stats,
-                layer_dirs);
+      AddRefDir(refs, backends::EncodeRefName(r.name),
+                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
+                info.blob_stats, layer_dirs);
     }
-    Node* history = Add(src, "history", Kind::kDir, smtime, CachePolicy::kShort);
-    history->xattrs = sx;
+    Node* history = Folder(src, "history", smtime, sx);
     for (const auto& r : info.history) {
-      AddRefDir(history, r.descriptor.digest.hex(), r, sx, sha, smtime, info.blob_stats,
-                layer_dirs);
+      AddRefDir(history, r.descriptor.digest.hex(),
+                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
+                info.blob_stats, layer_dirs);
     }
+  }
+
+  // ---- refreshing (DESIGN.md §1.6) ----
+
+  // Reads source `si`'s catalog again and shows what it found: new refs and
+  // blobs appear, vanished ones leave their folders (their nodes stay, so
+  // open files and the kernel's references keep working), changed ones get
+  // new nodes. Everything that changed is invalidated in the kernel. A read
+  // with source-level errors changes nothing but the source's refresh error.
+  Status RefreshSource(size_t si, RefreshReport* report) {
+    const SourceInput& in = sources[si];
+    std::string type;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      type = infos[si]->type;
+    }
+    auto info = std::make_shared<const catalog::SourceInfo>(
+        catalog::ReadSource(*in.backend, in.name, type));
+    if (!info->errors.empty()) {
+      std::string why;
+      for (const auto& e : info->errors) why += (why.empty() ? "" : "; ") + e;
+      why = "refresh failed, the refs read before stay: " + why;
+      LOG_WARNING("source " << in.name << ": " << why);
+      std::lock_guard<std::mutex> lock(mu);
+      refresh_errors[si] = why;
+      return Status(Code::kUnavailable, "source " + in.name + ": " + why);
+    }
+    std::vector<std::pair<uint64_t, std::string>> entries;  // (folder, name) to invalidate
+    std::vector<uint64_t> folders;
+    size_t added = 0, removed = 0, changed = 0;
+    {
+      std::unique_lock<std::shared_mutex> lock(nodes_mu);
+      Node* src = source_dirs[si];
+      BuildSource(GetLocked(kRootIno), si, src, info);
+      const uint64_t refs_ino = src->children.at("refs");
+      for (const auto& [dir_ino, before] : previous) {
+        const Node* dir = GetLocked(dir_ino);
+        const size_t mark = entries.size();
+        for (const auto& [name, ino] : before) {
+          auto now = dir->children.find(name);
+          if (now == dir->children.end() || now->second != ino) entries.emplace_back(dir_ino, name);
+          if (dir_ino != refs_ino) continue;
+          if (now == dir->children.end()) {
+            ++removed;
+          } else if (now->second != ino) {
+            ++changed;
+          }
+        }
+        for (const auto& [name, ino] : dir->children) {
+          if (before.count(name)) continue;
+          entries.emplace_back(dir_ino, name);
+          if (dir_ino == refs_ino) ++added;
+        }
+        if (entries.size() != mark) folders.push_back(dir_ino);
+      }
+      previous.clear();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      infos[si] = info;
+      refresh_errors[si].clear();
+      refreshed_at[si] = Now();
+    }
+    if (index != nullptr) {
+      std::lock_guard<std::mutex> lock(index_mu);
+      if (Status st = index->ReplaceSource(catalog::ToSnapshot(*info, Now())); !st.ok()) {
+        LOG_WARNING("source " << in.name
+                              << ": refresh not recorded in the index: " << st.message());
+      }
+    }
+    // Outside every lock: the kernel may call back into the mount to drop them.
+    std::function<void(uint64_t)> inval;
+    std::function<void(uint64_t, const std::string&)> inval_entry;
+    {
+      std::lock_guard<std::mutex> lock(hooks_mu);
+      inval = invalidator;
+      inval_entry = entry_invalidator;
+    }
+    for (const auto& [dir, name] : entries) {
+      if (inval_entry) inval_entry(dir, name);
+    }
+    for (uint64_t dir : folders) {
+      if (inval) inval(dir);
+    }
+    if (added + removed + changed > 0 || entries.size() > 0) {
+      LOG_INFO("source " << in.name << ": refreshed: " << info->refs.size() << " refs (" << added
+                         << " added, " << removed << " removed, " << changed << " changed)");
+    }
+    report->added += added;
+    report->removed += removed;
+    report->changed += changed;
+    return OkStatus();
   }
 
   // ---- serving ----
@@ -1123,8 +1352,10 @@ struct Tree::Impl {
     out["mounted_at"] = FormatRfc3339(mount_time);
     OJson srcs = OJson::array();
     std::lock_guard<std::mutex> lock(mu);
+    out["refresh"] = {{"generation", refresh_generation},
+                      {"last", last_refresh ? FormatRfc3339(last_refresh) : std::string()}};
     for (size_t i = 0; i < sources.size(); ++i) {
-      const auto& info = sources[i].info;
+      const auto& info = *infos[i];
       OJson s;
       s["name"] = sources[i].name;
       s["type"] = info.type;
@@ -1137,8 +1368,10 @@ struct Tree::Impl {
       s["bytes_remote"] = 0;
       s["unreferenced_blobs"] = info.unreferenced_count;
       s["unreferenced_bytes"] = info.unreferenced_bytes;
-      s["last_refresh"] = FormatRfc3339(mount_time);
+      s["last_refresh"] = FormatRfc3339(refreshed_at[i]);
+      s["refresh_error"] = refresh_errors[i];
       std::vector<std::string> errors = info.errors, warnings = info.warnings;
+      if (!refresh_errors[i].empty()) errors.push_back(refresh_errors[i]);
       for (const auto* list : {&info.refs, &info.history}) {
         for (const auto& r : *list) {
           for (const auto& e : r.errors) errors.push_back(r.name + ": " + e);
@@ -1184,6 +1417,14 @@ struct Tree::Impl {
       std::lock_guard<std::mutex> lock(mu);
       auto it = errors.find({n.blob->source, n.blob->digest});
       if (it != errors.end()) return it->second;
+    }
+    if (n.source >= 0) {
+      std::lock_guard<std::mutex> lock(mu);
+      std::string joined;
+      for (const auto& e : infos[n.source]->errors) joined += (joined.empty() ? "" : "; ") + e;
+      const std::string& failed = refresh_errors[n.source];
+      if (!failed.empty()) joined += (joined.empty() ? "" : "; ") + failed;
+      return joined;
     }
     auto it = n.xattrs.find("error");
     return it == n.xattrs.end() ? std::string() : it->second;
@@ -1922,7 +2163,10 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
         r->children.count(name)) {
       return InvalidArgumentError("source folder name \"" + name + "\" is not usable");
     }
-    im.BuildSource(r, i);
+    im.infos.push_back(std::make_shared<const catalog::SourceInfo>(std::move(im.sources[i].info)));
+    im.refresh_errors.emplace_back();
+    im.refreshed_at.push_back(im.mount_time);
+    im.BuildSource(r, i, nullptr, im.infos[i]);
   }
   Node* meta = im.Add(r, ".buildcachefs", Kind::kDir, im.mount_time, CachePolicy::kDirect);
   Node* status = im.Add(meta, "status.json", Kind::kFile, im.mount_time, CachePolicy::kDirect);
@@ -1935,9 +2179,14 @@ Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   impl_->EnsureExpanded(p);
   impl_->EnsureMerged(p);
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
-  auto it = p->children.find(std::string(name));
-  if (it == p->children.end()) return NotFoundError(std::string(name) + ": no such entry");
-  return impl_->AttrOf(*impl_->Get(it->second));
+  Node* child = nullptr;
+  {
+    std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
+    auto it = p->children.find(std::string(name));
+    if (it != p->children.end()) child = impl_->GetLocked(it->second);
+  }
+  if (child == nullptr) return NotFoundError(std::string(name) + ": no such entry");
+  return impl_->AttrOf(*child);
 }
 
 Result<Attr> Tree::GetAttr(uint64_t ino) {
@@ -1952,11 +2201,17 @@ Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
   if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
   impl_->EnsureExpanded(n);
   impl_->EnsureMerged(n);
-  std::vector<DirEntry> out;
-  out.reserve(n->children.size());
-  for (const auto& [name, child] : n->children) {
-    out.push_back({name, impl_->AttrOf(*impl_->Get(child))});
+  std::vector<std::pair<std::string, Node*>> children;
+  {
+    std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
+    children.reserve(n->children.size());
+    for (const auto& [name, child] : n->children) {
+      children.emplace_back(name, impl_->GetLocked(child));
+    }
   }
+  std::vector<DirEntry> out;
+  out.reserve(children.size());
+  for (auto& [name, child] : children) out.push_back({std::move(name), impl_->AttrOf(*child)});
   return out;
 }
 
@@ -2065,7 +2320,12 @@ std::set<Digest> Tree::PinnedDigests() {
   }
   // A layer this tree has indexed keeps its blob (and derived copy) open:
   // evicting them would free nothing until the mount ends.
-  for (const auto& l : impl_->layer_states) {
+  std::vector<std::shared_ptr<LayerState>> states;
+  {
+    std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+    states = impl_->layer_states;
+  }
+  for (const auto& l : states) {
     if (!l->expanded.load(std::memory_order_acquire)) continue;
     bool open = l->derived_fd >= 0;
     {
@@ -2094,17 +2354,42 @@ void Tree::SetInvalidator(std::function<void(uint64_t)> invalidate) {
 
 void Tree::Evicted(const std::vector<Digest>& digests) {
   std::function<void(uint64_t)> inval;
+  std::vector<uint64_t> inos;
   {
     std::lock_guard<std::mutex> lock(impl_->hooks_mu);
     inval = impl_->invalidator;
-  }
-  for (const Digest& d : digests) {
-    auto it = impl_->blob_inos.find(d);
-    if (it == impl_->blob_inos.end()) continue;
-    for (uint64_t ino : it->second) {
-      if (inval) inval(ino);
+    for (const Digest& d : digests) {
+      auto it = impl_->blob_inos.find(d);
+      if (it != impl_->blob_inos.end())
+        inos.insert(inos.end(), it->second.begin(), it->second.end());
     }
   }
+  for (uint64_t ino : inos) {
+    if (inval) inval(ino);
+  }
+}
+
+void Tree::SetEntryInvalidator(std::function<void(uint64_t, const std::string&)> invalidate) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->entry_invalidator = std::move(invalidate);
+}
+
+RefreshReport Tree::Refresh() {
+  std::lock_guard<std::mutex> serial(impl_->refresh_mu);
+  RefreshReport report;
+  for (size_t i = 0; i < impl_->sources.size(); ++i) {
+    Status st = impl_->RefreshSource(i, &report);
+    if (!st.ok()) report.errors.push_back(st.message());
+  }
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  report.generation = ++impl_->refresh_generation;
+  impl_->last_refresh = Now();
+  return report;
+}
+
+uint64_t Tree::RefreshGeneration() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->refresh_generation;
 }
 
 void Tree::SetStatusExtra(std::function<std::string()> extra) {

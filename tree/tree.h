@@ -13,8 +13,16 @@
 // Nodes are created once and never freed while the tree lives, so the FUSE
 // layer's lookup counts need no bookkeeping here.
 //
-// Thread-safety: every method is thread-safe (the node table is immutable
-// after Build; error notes and verification state are guarded by mutexes).
+// Refresh (DESIGN.md §1.6) re-reads each source's catalog and changes what
+// its folders hold: a node that still says the same thing stays (same inode,
+// kernel cache, layer state); a changed entry gets a new node (a new inode,
+// so the kernel never mixes old and new bytes); a vanished entry leaves its
+// folder but its node lives on, so open files and the kernel's references
+// keep working. The price: nodes of replaced entries are kept until unmount.
+//
+// Thread-safety: every method is thread-safe (folder contents are read and
+// changed under one shared mutex; error notes and verification state are
+// guarded by mutexes; refreshes run one at a time).
 #pragma once
 
 #include <cstdint>
@@ -93,6 +101,13 @@ struct SourceInput {
   catalog::SourceInfo info;
 };
 
+// What one refresh of every source did.
+struct RefreshReport {
+  uint64_t generation = 0;                     // status.json's refresh.generation after it
+  size_t added = 0, removed = 0, changed = 0;  // entries of refs/, all sources
+  std::vector<std::string> errors;  // sources whose read failed (they show what they did)
+};
+
 class Node;
 
 class Tree {
@@ -147,12 +162,29 @@ class Tree {
   void SetFetchBlock(std::string reason);
   // Tells the kernel to drop what it caches of a node (set by fs/ while mounted).
   void SetInvalidator(std::function<void(uint64_t ino)> invalidate);
+  // Tells the kernel to forget the name `name` in folder `parent` (cached
+  // lookups, negative ones included; set by fs/ while mounted).
+  void SetEntryInvalidator(
+      std::function<void(uint64_t parent, const std::string& name)> invalidate);
   // Content was evicted from the store: the nodes serving those blobs lose
   // their kernel cache and fetch again on the next read.
   void Evicted(const std::vector<Digest>& digests);
   // Extra top-level members of status.json (e.g. "gc"), as a JSON object
   // text; rendered each time status.json is opened.
   void SetStatusExtra(std::function<std::string()> extra);
+
+  // ---- refresh (DESIGN.md §1.6) ----
+
+  // Reads every source's catalog again and shows what it found (see the top
+  // of this file), invalidating what changed in the kernel, then bumps the
+  // refresh generation. A source whose read fails (its ref list or blob
+  // listing; catalog source-level errors) keeps showing what it did; the
+  // reason, naming the culprit, is in status.json and its folder's
+  // user.buildcachefs.error until a refresh of it works. Never call it from
+  // a FUSE request (the kernel's invalidation may wait on one).
+  RefreshReport Refresh();
+  // How many refreshes completed (0 after Build).
+  uint64_t RefreshGeneration();
 
   // Finds a node by a path relative to the root ("src/refs/latest/manifest.json").
   Result<Attr> Resolve(std::string_view path);

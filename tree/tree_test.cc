@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -212,6 +214,199 @@ TEST_F(TreeTest, InodeNumbersAreStableAcrossBuilds) {
     EXPECT_EQ(a->Resolve(p)->ino, b->Resolve(p)->ino) << p;
   }
   EXPECT_EQ(a->Resolve("")->ino, Tree::kRootIno);
+}
+
+class RefreshTest : public TreeTest {
+ protected:
+  void SetUp() override {
+    TreeTest::SetUp();
+    for (const auto& r : refs_) digest_[r.name] = r.manifest_digest;
+    index_doc_ = nlohmann::json::parse(ReadFile(dir_ + "/cache/index.json"));
+    for (const auto& d : index_doc_["manifests"]) descriptors_[d["digest"]] = d;
+  }
+  // Rewrites the cache's index.json: one entry per (name, manifest digest of
+  // a generated ref), the descriptor copied from that ref's.
+  void WriteIndex(const std::vector<std::pair<std::string, std::string>>& refs) {
+    nlohmann::json out = index_doc_;
+    out["manifests"] = nlohmann::json::array();
+    for (const auto& [name, digest] : refs) {
+      nlohmann::json d = descriptors_.at(digest);
+      d["annotations"]["org.opencontainers.image.ref.name"] = name;
+      out["manifests"].push_back(d);
+    }
+    std::ofstream(dir_ + "/cache/index.json", std::ios::trunc) << out.dump();
+  }
+  void Record(Tree& t) {
+    t.SetInvalidator([this](uint64_t ino) {
+      std::lock_guard<std::mutex> lock(mu_);
+      inodes_.push_back(ino);
+    });
+    t.SetEntryInvalidator([this](uint64_t parent, const std::string& name) {
+      std::lock_guard<std::mutex> lock(mu_);
+      entries_.emplace_back(parent, name);
+    });
+  }
+  bool EntryInvalidated(uint64_t parent, const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::find(entries_.begin(), entries_.end(), std::make_pair(parent, name)) !=
+           entries_.end();
+  }
+  std::string Blob(const std::string& digest) {
+    return ReadFile(dir_ + "/cache/blobs/sha256/" + digest.substr(7));
+  }
+
+  std::map<std::string, std::string> digest_;
+  nlohmann::json index_doc_;
+  std::map<std::string, nlohmann::json> descriptors_;
+  std::mutex mu_;
+  std::vector<uint64_t> inodes_;
+  std::vector<std::pair<uint64_t, std::string>> entries_;
+};
+
+TEST_F(RefreshTest, NewRefsAppearVanishedOnesGoUnchangedOnesKeepTheirNodes) {
+  auto t = Build();
+  Record(*t);
+  const uint64_t refs = t->Resolve("cache/refs")->ino, src = t->Resolve("cache")->ino;
+  const uint64_t latest = t->Resolve("cache/refs/latest/manifest.json")->ino;
+  const uint64_t index = t->Resolve("cache/index.json")->ino;
+  auto held = t->Open(t->Resolve("cache/refs/feature%2Fx/manifest.json")->ino);
+  ASSERT_TRUE(held.ok());
+  const uint64_t feature_dir = t->Resolve("cache/refs/feature%2Fx")->ino;
+
+  WriteIndex({{"latest", digest_["latest"]}, {"again", digest_["latest"]}});
+  RefreshReport r = t->Refresh();
+  EXPECT_EQ(r.errors, std::vector<std::string>{});
+  EXPECT_EQ((std::vector<size_t>{r.generation, r.added, r.removed, r.changed}),
+            (std::vector<size_t>{1, 1, 1, 0}));
+  EXPECT_EQ(t->RefreshGeneration(), 1u);
+  EXPECT_EQ(Names(*t, "cache/refs"), (std::vector<std::string>{"again", "latest"}));
+  EXPECT_EQ(ReadAll(*t, "cache/refs/again/manifest.json"), Blob(digest_["latest"]));
+  EXPECT_EQ(t->Resolve("cache/refs/latest/manifest.json")->ino, latest);
+  auto gone = t->Lookup(refs, "feature%2Fx");
+  EXPECT_EQ(gone.status().code(), Code::kNotFound);
+  // What the kernel still knows of the vanished ref keeps working.
+  auto span = (*held)->Read(0, 1 << 20);
+  ASSERT_TRUE(span.ok());
+  EXPECT_EQ(span->bytes, Blob(digest_["feature/x"]));
+  EXPECT_TRUE(t->GetAttr(feature_dir).ok());
+  EXPECT_EQ(t->Lookup(feature_dir, "manifest.json")->size, Blob(digest_["feature/x"]).size());
+  // Its manifest, no longer reached by a ref, is history now.
+  EXPECT_EQ(ReadAll(*t, "cache/history/" + digest_["feature/x"].substr(7) + "/manifest.json"),
+            Blob(digest_["feature/x"]));
+  // index.json is a new node with the new list.
+  auto now = t->Resolve("cache/index.json");
+  EXPECT_NE(now->ino, index);
+  auto listed = nlohmann::json::parse(ReadAll(*t, "cache/index.json"));
+  ASSERT_EQ(listed["manifests"].size(), 2u);
+  EXPECT_EQ(listed["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "again");
+  EXPECT_TRUE(EntryInvalidated(refs, "again"));
+  EXPECT_TRUE(EntryInvalidated(refs, "feature%2Fx"));
+  EXPECT_TRUE(EntryInvalidated(src, "index.json"));
+  EXPECT_FALSE(EntryInvalidated(refs, "latest"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EXPECT_NE(std::find(inodes_.begin(), inodes_.end(), refs), inodes_.end());
+  }
+  auto status = nlohmann::json::parse(ReadAll(*t, ".buildcachefs/status.json"));
+  EXPECT_EQ(status["refresh"]["generation"], 1);
+  EXPECT_EQ(status["sources"][0]["refs"], 2);
+  EXPECT_EQ(status["sources"][0]["refresh_error"], "");
+
+  // Nothing changed: nothing is invalidated, the generation still counts.
+  entries_.clear();
+  r = t->Refresh();
+  EXPECT_EQ((std::vector<size_t>{r.generation, r.added, r.removed, r.changed}),
+            (std::vector<size_t>{2, 0, 0, 0}));
+  EXPECT_EQ(entries_, (std::vector<std::pair<uint64_t, std::string>>{}));
+  EXPECT_EQ(t->Resolve("cache/index.json")->ino, now->ino);
+}
+
+TEST_F(RefreshTest, AChangedTagShowsTheNewManifestUnderANewInode) {
+  auto t = Build();
+  const uint64_t before = t->Resolve("cache/refs/latest/manifest.json")->ino;
+  WriteIndex({{"latest", digest_["feature/x"]}, {"feature/x", digest_["feature/x"]}});
+  RefreshReport r = t->Refresh();
+  EXPECT_EQ((std::vector<size_t>{r.added, r.removed, r.changed}), (std::vector<size_t>{0, 0, 1}));
+  auto after = t->Resolve("cache/refs/latest/manifest.json");
+  EXPECT_NE(after->ino, before);
+  EXPECT_EQ(ReadAll(*t, "cache/refs/latest/manifest.json"), Blob(digest_["feature/x"]));
+  EXPECT_EQ(*t->GetXattr(t->Resolve("cache/refs/latest")->ino, "user.buildcachefs.digest"),
+            digest_["feature/x"]);
+}
+
+TEST_F(RefreshTest, AFailedReadKeepsThePreviousRefsAndNamesTheFile) {
+  auto t = Build();
+  const uint64_t src = t->Resolve("cache")->ino;
+  std::ofstream(dir_ + "/cache/index.json", std::ios::trunc) << "{\"manifests\": [";
+  RefreshReport r = t->Refresh();
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].find("source cache: refresh failed, the refs read before stay: "),
+            std::string::npos)
+      << r.errors[0];
+  EXPECT_NE(r.errors[0].find(dir_ + "/cache/index.json"), std::string::npos) << r.errors[0];
+  EXPECT_EQ(r.generation, 1u);
+  EXPECT_EQ(Names(*t, "cache/refs"), (std::vector<std::string>{"feature%2Fx", "latest"}));
+  EXPECT_EQ(ReadAll(*t, "cache/refs/latest/manifest.json"), Blob(digest_["latest"]));
+  auto error = t->GetXattr(src, "user.buildcachefs.error");
+  ASSERT_TRUE(error.ok());
+  EXPECT_EQ("source cache: " + *error, r.errors[0]);
+  auto status = nlohmann::json::parse(ReadAll(*t, ".buildcachefs/status.json"));
+  EXPECT_EQ(status["sources"][0]["refresh_error"], *error);
+  EXPECT_EQ(status["sources"][0]["refs"], 2);
+  // Repaired: the error goes.
+  WriteIndex({{"latest", digest_["latest"]}});
+  r = t->Refresh();
+  EXPECT_EQ(r.errors, std::vector<std::string>{});
+  EXPECT_EQ(Names(*t, "cache/refs"), std::vector<std::string>{"latest"});
+  EXPECT_EQ(t->GetXattr(src, "user.buildcachefs.error").status().code(), Code::kNotFound);
+}
+
+// Run under TSan in CI: refreshes swap folder contents while readers look up,
+// list and read.
+TEST_F(RefreshTest, RefreshesRaceWithLookupsListingsAndReads) {
+  auto t = Build();
+  const std::string one = Blob(digest_["latest"]), two = Blob(digest_["feature/x"]);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 4; ++i) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        auto m = t->Resolve("cache/refs/latest/manifest.json");
+        if (!m.ok()) {
+          ++bad;
+          continue;
+        }
+        auto f = t->Open(m->ino);
+        if (!f.ok()) {
+          ++bad;
+          continue;
+        }
+        auto span = (*f)->Read(0, 1 << 20);
+        if (!span.ok() || (span->bytes != one && span->bytes != two)) ++bad;
+        auto refs = t->Resolve("cache/refs");
+        auto names = t->ReadDir(refs->ino);
+        if (!names.ok() || names->empty()) ++bad;
+        (void)t->Lookup(refs->ino, "feature%2Fx");
+        (void)t->GetAttr(refs->ino);
+        (void)t->GetXattr(t->Resolve("cache")->ino, "user.buildcachefs.error");
+        ++reads;
+      }
+    });
+  }
+  for (int i = 0; i < 10; ++i) {
+    if (i % 2 == 0) {
+      WriteIndex({{"latest", digest_["feature/x"]}});
+    } else {
+      WriteIndex({{"latest", digest_["latest"]}, {"feature/x", digest_["feature/x"]}});
+    }
+    EXPECT_EQ(t->Refresh().errors, std::vector<std::string>{});
+  }
+  stop.store(true);
+  for (auto& th : readers) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(t->RefreshGeneration(), 10u);
 }
 
 }  // namespace
