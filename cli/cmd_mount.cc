@@ -13,7 +13,7 @@
 // As a systemd service (DESIGN.md §6; systemd/buildcachefs.service) the daemon
 // runs with -f and --config: it tells systemd READY=1 (with a STATUS= line)
 // only once the mount answers, pings the watchdog at half of $WATCHDOG_USEC
-// while a stat of the mountpoint answers, re-reads the config on SIGHUP
+// while a stat of the mountpoint answers, re-reads the config and the refs on SIGHUP
 // without unmounting, and unmounts cleanly on SIGTERM. The notification
 // protocol is a datagram to $NOTIFY_SOCKET (sd_notify(3)); it is a few lines,
 // so libsystemd is not needed.
@@ -50,6 +50,7 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/gc_service.h"
+#include "cli/refresh_service.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "fs/fuse_fs.h"
@@ -104,13 +105,20 @@ Options:
   --gc-interval DUR     how often GC runs besides after each fetch (default 60s;
                         0 = only after fetches)
   --no-gc               never evict anything
+  --refresh-interval DUR
+                        re-read every source's refs this often (e.g. 5m; 0 =
+                        only on SIGHUP, the default); -o refresh=DUR says the
+                        same in an fstab line
   --log-level LEVEL     debug, info, warning (default), error
   -h, --help            this text
 
 Unmount with `fusermount3 -u MOUNTPOINT` (or `umount MOUNTPOINT` as root), or
 send the daemon SIGTERM or SIGINT. SIGHUP reloads: the config file is read
-again and its log level applied without unmounting (sources, mountpoint,
-options, state dir and GC settings take effect on the next mount).
+again and its log level and refresh_interval applied without unmounting
+(sources, mountpoint, options, state dir and GC settings take effect on the
+next mount), then every source's refs are read again (refresh: new refs and
+tags appear, vanished ones go, files already open keep reading; a source
+whose read fails keeps its refs and says why in .buildcachefs/status.json).
 
 Exit status: 0 mounted (with -f: served and cleanly unmounted), 1 the mount
 failed (a source, the mountpoint, the index or FUSE; printed), 2 usage error.
@@ -197,6 +205,10 @@ struct Plan {
   std::string state_dir;
   gc::GcConfig gc;  // policies before percentages are resolved
   std::chrono::seconds gc_interval{60};
+  // How often refs are re-read (0 = only on SIGHUP); fixed by the command
+  // line (--refresh-interval, -o refresh=) or else the config's.
+  std::chrono::nanoseconds refresh_interval{0};
+  bool cli_refresh = false;
   // For SIGHUP: the config file (absolute; "" without --config), what it
   // said at start, and the log level the command line fixed (it wins).
   std::string config_path;
@@ -289,8 +301,13 @@ void OnSighup(int) {
 // hung loop stops the pings and systemd restarts the service.
 class ServiceThread {
  public:
-  ServiceThread(const Plan& plan, const Notifier& notifier, std::string status)
-      : plan_(plan), notifier_(notifier), config_(plan.config), status_(std::move(status)) {}
+  ServiceThread(const Plan& plan, const Notifier& notifier, std::string status,
+                RefreshService& refresh)
+      : plan_(plan),
+        notifier_(notifier),
+        config_(plan.config),
+        status_(std::move(status)),
+        refresh_(refresh) {}
   ~ServiceThread() { Stop(); }
 
   // Installs the SIGHUP handler (before ServeMount, so libfuse leaves SIGHUP
@@ -365,16 +382,17 @@ class ServiceThread {
     notifier_.Send("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(MonotonicUsec()) +
                    "\nSTATUS=Reloading");
     if (plan_.config_path.empty()) {
-      log::Write(log::Level::kInfo, "SIGHUP: reloaded (no --config file; nothing to re-read)");
-      notifier_.Send("READY=1\nSTATUS=" + status_);
+      log::Write(log::Level::kInfo, "SIGHUP: reloaded (no --config file; refreshing the refs)");
+      notifier_.Send("READY=1\nSTATUS=" + status_ + " (" + Refresh() + ")");
       return;
     }
     auto fresh = LoadServiceConfig(plan_.config_path);
     if (!fresh.ok()) {
       LOG_ERROR(
           "SIGHUP: not reloaded, the running configuration stays: " << fresh.status().message());
-      notifier_.Send("READY=1\nSTATUS=" + status_ +
-                     " (reload failed: " + std::string(fresh.status().message()) + ")");
+      const std::string refreshed = Refresh();
+      notifier_.Send("READY=1\nSTATUS=" + status_ + " (reload failed: " +
+                     std::string(fresh.status().message()) + "; " + refreshed + ")");
       return;
     }
     const log::Level level = EffectiveLevel(plan_, *fresh);
@@ -387,7 +405,9 @@ class ServiceThread {
     if (fresh->sources != config_.sources) later.push_back("source");
     if (fresh->gc_text != config_.gc_text) later.push_back("gc");
     if (fresh->gc_interval != config_.gc_interval) later.push_back("gc_interval");
-    if (fresh->refresh_interval != config_.refresh_interval) later.push_back("refresh_interval");
+    if (fresh->refresh_interval != config_.refresh_interval && !plan_.cli_refresh) {
+      refresh_.SetInterval(std::chrono::nanoseconds(fresh->refresh_interval.value_or(0)));
+    }
     if (!later.empty()) {
       std::string keys;
       for (const auto& k : later) keys += (keys.empty() ? "" : ", ") + k;
@@ -398,13 +418,21 @@ class ServiceThread {
     // Always written, whatever the level: the journal should show a reload.
     log::Write(log::Level::kInfo,
                "SIGHUP: reloaded " + plan_.config_path + " (log level " + LevelName(level) + ")");
-    notifier_.Send("READY=1\nSTATUS=" + status_ + " (config reloaded)");
+    notifier_.Send("READY=1\nSTATUS=" + status_ + " (config reloaded; " + Refresh() + ")");
+  }
+
+  // Re-reads every source's refs (DESIGN.md §1.6); what it did, for STATUS=.
+  std::string Refresh() {
+    const std::string what = DescribeRefresh(refresh_.RunNow());
+    log::Write(log::Level::kInfo, "SIGHUP: " + what);
+    return what;
   }
 
   const Plan& plan_;
   const Notifier& notifier_;
   ServiceConfig config_;
   const std::string status_;
+  RefreshService& refresh_;
   int pipe_[2] = {-1, -1};
   std::atomic<bool> ready_{false};
   std::thread thread_;
@@ -434,10 +462,6 @@ Status OpenAndServe(const Plan& plan, const std::function<void()>& on_ready) {
 
 Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
                     const Notifier& notifier, const std::string& serving) {
-  if (plan.config.refresh_interval) {
-    LOG_WARNING(plan.config_path << ": refresh_interval has no effect yet: refs are read once, "
-                                 << "when the mount starts");
-  }
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<index::Index> idx,
                         index::Index::Open(paths::IndexDb(plan.state_dir)));
   std::vector<tree::SourceInput> inputs;
@@ -501,7 +525,14 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   BCFS_RETURN_IF_ERROR(gc_service->Start());
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
-  ServiceThread service(plan, notifier, serving);
+  // Timer refreshes say what they did in the STATUS= line (SIGHUP's own
+  // refresh goes with its READY=1).
+  RefreshService refresh(
+      *tree, plan.refresh_interval, [&notifier, serving](const tree::RefreshReport& report) {
+        notifier.Send("STATUS=" + serving + " (" + DescribeRefresh(report) + ")");
+      });
+  BCFS_RETURN_IF_ERROR(refresh.Start());
+  ServiceThread service(plan, notifier, serving, refresh);
   if (Status st = service.Start(); !st.ok()) return st;
   Status st = fs::ServeMount(*tree, plan.mount, [&] {
     LOG_INFO("mounted " << n << (n == 1 ? " source" : " sources") << " at " << mnt);
@@ -511,6 +542,7 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
     if (on_ready) on_ready();
   });
   service.Stop();
+  refresh.Stop();
   if (st.ok()) LOG_INFO("unmounted " << mnt);
   gc_service.reset();
   // The tree goes before the index and the store it keeps pointers to.
@@ -610,10 +642,10 @@ int WaitForDaemon(pid_t pid, int report_fd) {
 }  // namespace
 
 int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
-  auto args =
-      ParseArgs(SplitGluedOptions(argv),
-                {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval", "--config"},
-                {"-f", "-d", "--no-gc"});
+  auto args = ParseArgs(SplitGluedOptions(argv),
+                        {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval",
+                         "--config", "--refresh-interval"},
+                        {"-f", "-d", "--no-gc"});
   if (!args.ok()) {
     std::cerr << "buildcachefs mount: " << args.status().message() << "\n\n" << kMountHelp;
     return kExitUsage;
@@ -692,6 +724,30 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
   plan.mount.options = given != args->options.end()
                            ? SplitCommas(given->second)
                            : plan.config.options.value_or(std::vector<std::string>{});
+  // refresh=DUR is ours (fstab lines can only say -o), not a FUSE option.
+  if (plan.config.refresh_interval) {
+    plan.refresh_interval = std::chrono::nanoseconds(*plan.config.refresh_interval);
+  }
+  std::vector<std::string> refresh_given;
+  if (args->options.count("--refresh-interval")) {
+    refresh_given.push_back("--refresh-interval " + args->Option("--refresh-interval"));
+  }
+  std::erase_if(plan.mount.options, [&refresh_given](const std::string& o) {
+    if (o.rfind("refresh=", 0) != 0) return false;
+    refresh_given.push_back(o);
+    return true;
+  });
+  for (const std::string& given_refresh : refresh_given) {
+    const size_t cut = given_refresh.find_first_of("= ");
+    auto d = gc::ParseConfigDuration(given_refresh.substr(cut + 1));
+    if (!d.ok()) {
+      std::cerr << "buildcachefs mount: " << given_refresh.substr(0, cut) << ": "
+                << d.status().message() << "\n";
+      return kExitUsage;
+    }
+    plan.refresh_interval = std::chrono::nanoseconds(*d);
+    plan.cli_refresh = true;
+  }
   auto effective = fs::EffectiveOptions(plan.mount.options);
   if (!effective.ok()) {
     std::cerr << "buildcachefs mount: " << effective.status().message() << "\n";

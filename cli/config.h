@@ -6,7 +6,7 @@
 //   options = ["allow_other", "noatime"]        # mount options, as -o
 //   log_level = "info"                          # debug, info, warning, error
 //   gc_interval = "60s"                         # as --gc-interval
-//   refresh_interval = "5m"                     # validated; see RefreshInterval
+//   refresh_interval = "5m"                     # as --refresh-interval
 //   [[source]]
 //   source = "type=local,src=/var/cache/bk"     # a source string, or the keys:
 //   [[source]]
@@ -50,8 +50,7 @@ struct ServiceConfig {
   std::optional<gc::GcConfig> gc;             // set when the file has [gc]
   std::string gc_text;                        // [gc] as TOML, to tell a change on reload
   std::optional<gc::DurationNs> gc_interval;
-  // Accepted and validated; the mount reads refs once (no refresh yet), so
-  // the daemon warns that it has no effect.
+  // How often the mount re-reads refs (as --refresh-interval; 0 = off).
   std::optional<gc::DurationNs> refresh_interval;
   std::optional<log::Level> log_level;
 };

@@ -5,7 +5,8 @@
      service (NOTIFY_SOCKET naming a datagram socket this test owns, path and abstract
      forms, WATCHDOG_USEC): READY=1 arrives only once the mountpoint answers with the FUSE
      root, STATUS= lines, WATCHDOG=1 pings; SIGHUP with a changed log level re-reads the
-     config without unmounting and says so; a broken config on SIGHUP keeps the mount;
+     config and the refs (a ref added to index.json appears) without unmounting and says
+     so; a broken config on SIGHUP keeps the mount;
      SIGTERM leaves no mount and exit status 0.
   2. Config: arguments override the file; bad TOML, an unknown key, a bad source string and
      a bad size each give the exact message with file:line:column, exit status 2.
@@ -26,6 +27,7 @@ Run by ctest: service_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared
 
 import argparse
 import errno
+import json
 import os
 import shutil
 import signal
@@ -150,13 +152,31 @@ class Notify(Base):
         self.assertEqual(sock.recv(4096).decode(), "WATCHDOG=1")
         self.assertLess(time.time() - t0, 1.5)
 
-        # SIGHUP: the new log level is applied, nothing is unmounted.
+        # SIGHUP: the new log level is applied, a ref added to the cache appears (refresh),
+        # nothing is unmounted.
+        refs = os.path.join(self.mnt, "cache", "refs")
+        self.assertEqual(os.listdir(refs), ["latest"])
+        older = sorted(os.listdir(os.path.join(self.mnt, "cache", "history")))[0]
+        older_path = os.path.join(self.cache, "blobs", "sha256", older)
+        with open(os.path.join(self.cache, "index.json")) as f:
+            index = json.load(f)
+        index["manifests"].append({
+            "mediaType": index["manifests"][0]["mediaType"], "digest": "sha256:" + older,
+            "size": os.path.getsize(older_path),
+            "annotations": {"org.opencontainers.image.ref.name": "hup"}})
+        with open(os.path.join(self.cache, "index.json"), "w") as f:
+            json.dump(index, f)
         self.write_config(self.base_config('log_level = "info"\n'))
         proc.send_signal(signal.SIGHUP)
         msg = self.recv(sock)
         self.assertRegex(msg, r"^RELOADING=1\nMONOTONIC_USEC=\d+\nSTATUS=Reloading$")
         self.assertEqual(self.recv(sock),
-                         "READY=1\nSTATUS=Serving 1 source at %s (config reloaded)" % self.mnt)
+                         "READY=1\nSTATUS=Serving 1 source at %s (config reloaded; refresh 1: "
+                         "1 added, 0 removed, 0 changed)" % self.mnt)
+        self.assertEqual(sorted(os.listdir(refs)), ["hup", "latest"])
+        with open(older_path, "rb") as want, open(os.path.join(refs, "hup", "manifest.json"),
+                                                  "rb") as got:
+            self.assertEqual(got.read(), want.read())
         self.assertIsNone(proc.poll())
         self.assertEqual(mount_fstype(self.mnt), "fuse.buildcachefs")
         self.assertEqual(os.stat(self.mnt).st_ino, FUSE_ROOT_INO)
