@@ -37,28 +37,12 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "servers"))
 
 import e2e_cli  # noqa: E402
+import service_test as svc  # noqa: E402  (need, mount_fstype)
 from registry_harness import Registry  # noqa: E402
 
 ARGS = None
 REF_NAME = "org.opencontainers.image.ref.name"
 X_ERROR = "user.buildcachefs.error"
-
-
-def in_ci():
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def need(ok, why):
-    if ok:
-        return
-    if in_ci():
-        raise AssertionError("required under CI: " + why)
-    raise unittest.SkipTest(why)
-
-
-def mounted(path):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
 
 
 def read(path):
@@ -68,8 +52,8 @@ def read(path):
 
 class Base(unittest.TestCase):
     def setUp(self):
-        need(os.geteuid() == 0, "mounting needs root")
-        need(os.path.exists("/dev/fuse"), "no /dev/fuse")
+        svc.need(os.geteuid() == 0, "mounting needs root")
+        svc.need(os.path.exists("/dev/fuse"), "no /dev/fuse")
         self.tmp = tempfile.mkdtemp(prefix="bcfs-refresh-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.mnt = os.path.join(self.tmp, "mnt")
@@ -77,7 +61,7 @@ class Base(unittest.TestCase):
         self.addCleanup(self.force_unmount)
 
     def force_unmount(self):
-        if mounted(self.mnt):
+        if svc.mount_fstype(self.mnt) is not None:
             subprocess.run(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
 
     def start(self, args, env=None):
@@ -274,7 +258,7 @@ class BadInterval(unittest.TestCase):
 
 class RegistrySource(Base):
     def test_a_pushed_tag_appears_after_sighup(self):
-        need(shutil.which("docker-registry") is not None, "docker-registry is not installed")
+        svc.need(shutil.which("docker-registry") is not None, "docker-registry is not installed")
         reg = Registry("open")
         self.addCleanup(reg.stop)
         reg.start()
