@@ -383,16 +383,14 @@ class ServiceThread {
                    "\nSTATUS=Reloading");
     if (plan_.config_path.empty()) {
       log::Write(log::Level::kInfo, "SIGHUP: reloaded (no --config file; refreshing the refs)");
-      notifier_.Send("READY=1\nSTATUS=" + status_ + " (" + Refresh() + ")");
+      Refresh("");
       return;
     }
     auto fresh = LoadServiceConfig(plan_.config_path);
     if (!fresh.ok()) {
       LOG_ERROR(
           "SIGHUP: not reloaded, the running configuration stays: " << fresh.status().message());
-      const std::string refreshed = Refresh();
-      notifier_.Send("READY=1\nSTATUS=" + status_ + " (reload failed: " +
-                     std::string(fresh.status().message()) + "; " + refreshed + ")");
+      Refresh("reload failed: " + std::string(fresh.status().message()) + "; ");
       return;
     }
     const log::Level level = EffectiveLevel(plan_, *fresh);
@@ -418,14 +416,18 @@ class ServiceThread {
     // Always written, whatever the level: the journal should show a reload.
     log::Write(log::Level::kInfo,
                "SIGHUP: reloaded " + plan_.config_path + " (log level " + LevelName(level) + ")");
-    notifier_.Send("READY=1\nSTATUS=" + status_ + " (config reloaded; " + Refresh() + ")");
+    Refresh("config reloaded; ");
   }
 
-  // Re-reads every source's refs (DESIGN.md §1.6); what it did, for STATUS=.
-  std::string Refresh() {
-    const std::string what = DescribeRefresh(refresh_.RunNow());
-    log::Write(log::Level::kInfo, "SIGHUP: " + what);
-    return what;
+  // Re-reads every source's refs (DESIGN.md §1.6) on the refresh thread (this
+  // one keeps pinging the watchdog meanwhile); READY=1 follows once it is
+  // done, its STATUS= line saying `reloaded` and what the refresh did.
+  void Refresh(std::string reloaded) {
+    refresh_.RunSoon([this, reloaded](const tree::RefreshReport& report) {
+      const std::string what = DescribeRefresh(report);
+      log::Write(log::Level::kInfo, "SIGHUP: " + what);
+      notifier_.Send("READY=1\nSTATUS=" + status_ + " (" + reloaded + what + ")");
+    });
   }
 
   const Plan& plan_;

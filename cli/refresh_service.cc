@@ -44,15 +44,13 @@ void RefreshService::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-tree::RefreshReport RefreshService::RunNow() {
+void RefreshService::RunSoon(std::function<void(const tree::RefreshReport&)> then) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    next_ = std::chrono::steady_clock::now() + interval_;
+    requested_ = true;
+    if (then) waiting_.push_back(std::move(then));
   }
   cv_.notify_all();
-  tree::RefreshReport report = tree_.Refresh();
-  LOG_INFO(DescribeRefresh(report));
-  return report;
 }
 
 void RefreshService::SetInterval(std::chrono::nanoseconds interval) {
@@ -67,19 +65,23 @@ void RefreshService::SetInterval(std::chrono::nanoseconds interval) {
 void RefreshService::Loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    if (interval_.count() <= 0) {
+    if (!requested_ && interval_.count() <= 0) {
       cv_.wait(lock);
       continue;
     }
-    if (std::chrono::steady_clock::now() < next_) {
+    if (!requested_ && std::chrono::steady_clock::now() < next_) {
       cv_.wait_until(lock, next_);
       continue;
     }
+    requested_ = false;
+    std::vector<std::function<void(const tree::RefreshReport&)>> waiting;
+    waiting.swap(waiting_);
     next_ = std::chrono::steady_clock::now() + interval_;
     lock.unlock();
     tree::RefreshReport report = tree_.Refresh();
     LOG_INFO(DescribeRefresh(report));
-    if (done_) done_(report);
+    if (waiting.empty() && done_) done_(report);
+    for (const auto& then : waiting) then(report);
     lock.lock();
   }
 }

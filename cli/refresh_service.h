@@ -1,10 +1,11 @@
 // The mount daemon's refresh (DESIGN.md §1.6): re-reads every source's refs
 // on a timer (`refresh_interval`, `--refresh-interval`, `-o refresh=`) and
-// on demand (SIGHUP), through tree::Tree::Refresh, and says what each run did
-// to a callback (the sd_notify STATUS= line and the log).
+// on demand (SIGHUP), through tree::Tree::Refresh, on a thread of its own (a
+// slow or dead server must not hold up the thread that pings systemd's
+// watchdog), and says what each run did to a callback and the log.
 //
-// Thread-safety: RunNow and SetInterval may be called from any thread (runs
-// are serialized by the tree); Start/Stop from the thread that owns it.
+// Thread-safety: RunSoon and SetInterval may be called from any thread;
+// Start/Stop from the thread that owns it.
 #pragma once
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/status.h"
 #include "tree/tree.h"
@@ -25,7 +27,7 @@ std::string DescribeRefresh(const tree::RefreshReport& report);
 class RefreshService {
  public:
   // `interval` 0 = only on demand. `done` (may be empty) hears of every
-  // timer run (RunNow's caller gets its own report).
+  // timer run that no RunSoon asked for.
   RefreshService(tree::Tree& tree, std::chrono::nanoseconds interval,
                  std::function<void(const tree::RefreshReport&)> done);
   ~RefreshService();
@@ -34,8 +36,9 @@ class RefreshService {
 
   Status Start();
   void Stop();
-  // One refresh now; the timer starts over.
-  tree::RefreshReport RunNow();
+  // A refresh as soon as the thread is free (the timer starts over then);
+  // `then` hears what it did, on the refresh thread. Dropped at Stop.
+  void RunSoon(std::function<void(const tree::RefreshReport&)> then);
   // A new interval (0 = off), counted from now.
   void SetInterval(std::chrono::nanoseconds interval);
 
@@ -46,9 +49,11 @@ class RefreshService {
   std::function<void(const tree::RefreshReport&)> done_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::chrono::nanoseconds interval_;           // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point next_;  // GUARDED_BY(mu_)
-  bool stop_ = false;                           // GUARDED_BY(mu_)
+  std::chrono::nanoseconds interval_;                                     // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point next_;                            // GUARDED_BY(mu_)
+  bool stop_ = false;                                                     // GUARDED_BY(mu_)
+  bool requested_ = false;                                                // GUARDED_BY(mu_)
+  std::vector<std::function<void(const tree::RefreshReport&)>> waiting_;  // GUARDED_BY(mu_)
   std::thread thread_;
 };
 
