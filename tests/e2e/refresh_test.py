@@ -8,8 +8,8 @@ A mount re-reads every source's refs on SIGHUP and every --refresh-interval / -o
      dropped), a removed ref is ENOENT while files opened before keep reading their exact
      bytes; a malformed index.json keeps the previous refs and names the file in
      status.json, user.buildcachefs.error and the STATUS= line.
-  2. Local source, -o refresh=1s: a new ref appears without a signal (synchronised on
-     status.json's refresh generation).
+  2. Local source, -o refresh=1s, and refresh_interval put in the config before a SIGHUP:
+     a new ref appears without a signal (synchronised on status.json's refresh generation).
   3. A bad --refresh-interval or -o refresh= is a usage error naming it.
   4. Registry source (real docker-registry, `ref=HOST/repo:*`): a tag pushed after the
      mount appears after SIGHUP, with the pushed manifest's bytes.
@@ -226,10 +226,9 @@ class Local(Base):
             os.getxattr(self.src, X_ERROR)
         self.assertEqual(e.exception.errno, errno.ENODATA)
 
-    def test_the_interval_refreshes_without_a_signal(self):
-        self.start(["-o", "refresh=1s", "type=local,src=" + self.cache])
+    def wait_for_timed_ref(self, name):
         hist = self.history()
-        self.write_index([("latest", self.latest), ("timed", hist[0])])
+        self.write_index([("latest", self.latest), (name, hist[0])])
         # A refresh running while index.json was written may have read the old one: the
         # second one after this point read the new one.
         want = self.status()["refresh"]["generation"] + 2
@@ -237,10 +236,27 @@ class Local(Base):
         while self.status()["refresh"]["generation"] < want:
             self.assertLess(time.monotonic(), deadline, "no refresh in 60 s:\n" + self.log())
             time.sleep(0.05)
-        self.assertEqual(sorted(os.listdir(self.refs)), ["latest", "timed"])
-        self.assertEqual(read(os.path.join(self.refs, "timed", "manifest.json")),
+        self.assertEqual(sorted(os.listdir(self.refs)), ["latest", name])
+        self.assertEqual(read(os.path.join(self.refs, name, "manifest.json")),
                          self.blob(hist[0]["digest"]))
         self.assertIsNone(self.proc.poll())
+
+    def test_the_interval_refreshes_without_a_signal(self):
+        self.start(["-o", "refresh=1s", "type=local,src=" + self.cache])
+        self.wait_for_timed_ref("timed")
+
+    def test_refresh_interval_from_the_config_applies_on_sighup(self):
+        config = os.path.join(self.tmp, "bcfs.toml")
+        body = '[[source]]\ntype = "local"\nsrc = "cache"\n'
+        with open(config, "w") as f:
+            f.write(body)
+        self.start(["--config", config])
+        with open(config, "w") as f:
+            f.write('refresh_interval = "1s"\n' + body)
+        self.assertEqual(self.hup(), "Serving 1 source at %s (config reloaded; refresh 1: "
+                         "0 added, 0 removed, 0 changed)" % self.mnt)
+        self.assertNotIn("refresh_interval changed", self.log())
+        self.wait_for_timed_ref("timed")
 
 
 class BadInterval(unittest.TestCase):
