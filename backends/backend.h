@@ -45,6 +45,9 @@ struct BlobStat {
   // Identity of a local file (for the verification memo); zero elsewhere.
   uint64_t dev = 0, ino = 0;
   TimeNs ctime = 0;
+  // Not stored but made from what is (gha: the manifest of an older index
+  // generation, which the source lists as a blob no ref reaches).
+  bool synthesized = false;
 };
 
 class Backend {

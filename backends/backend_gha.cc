@@ -150,6 +150,7 @@ class GhaBackend : public Backend {
         BlobStat st;
         st.size = it->second.bytes.size();
         st.mtime = it->second.mtime;
+        st.synthesized = it->second.synthesized;
         return st;
       }
       if (auto it = listed_.find(digest); it != listed_.end()) return it->second;
@@ -231,7 +232,11 @@ class GhaBackend : public Backend {
     // synthesized manifests): nothing reaches them, so they show as history.
     for (const auto& [d, e] : history_) {
       if (auto it = docs_.find(d); it != docs_.end()) {
-        stats.emplace(d, BlobStat{it->second.bytes.size(), it->second.mtime});
+        BlobStat st;
+        st.size = it->second.bytes.size();
+        st.mtime = it->second.mtime;
+        st.synthesized = true;
+        stats.emplace(d, st);
       }
     }
     std::vector<Digest> out;
@@ -285,6 +290,7 @@ class GhaBackend : public Backend {
   struct Doc {
     std::string bytes;
     TimeNs mtime = 0;
+    bool synthesized = false;  // a manifest made from an index (the index is stored)
   };
 
   // One generation of a scope's cache index.
@@ -393,7 +399,7 @@ class GhaBackend : public Backend {
     out.config = Digest::Sha256Of(resp.body);
     std::lock_guard<std::mutex> lock(mu_);
     docs_[out.config] = Doc{std::move(resp.body), mtime};
-    docs_[out.manifest.digest] = Doc{std::move(manifest), mtime};
+    docs_[out.manifest.digest] = Doc{std::move(manifest), mtime, true};
     key_manifest_[key] = out.manifest.digest;
     return out;
   }

@@ -288,6 +288,8 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
     RefInfo h;
     h.name = backends::DigestRefName(d);
     h.history = true;
+    h.synthesized = st->synthesized;
+    h.modified = st->mtime;
     h.descriptor.digest = d;
     h.descriptor.size = static_cast<int64_t>(st->size);
     h.descriptor.media_type = m->media_type;

@@ -434,6 +434,9 @@ class History(Base):
                          [hashlib.sha256(old_man).hexdigest()])
         hd = os.path.join(top, "history", hashlib.sha256(old_man).hexdigest())
         self.assertEqual(mt.read_all(os.path.join(hd, "manifest.json")), old_man)
+        for p in (os.path.join(hd, "manifest.json"),
+                  os.path.join(top, "blobs", "sha256", hashlib.sha256(old_man).hexdigest())):
+            self.assertEqual(os.getxattr(p, X + "synthesized"), b"1")
         self.assertEqual(mt.read_all(os.path.join(hd, "cache-config.json")), OLD.config)
         for d, data in OLD.blobs.items():
             got = mt.read_all(os.path.join(top, "blobs", "sha256", d.split(":")[1]))
