@@ -77,13 +77,15 @@ Result<gc::GcRun> GcService::RunNow() {
     last_error_ = run.status().message();
     return run.status();
   }
-  std::vector<Digest> gone;
+  std::vector<Digest> gone, gone_derived;
   for (size_t i : run->evicted) {
     const gc::StoredItem& s = run->items[i];
-    if (s.place == gc::Place::kDerived) continue;
-    if (auto d = Digest::Parse(s.item.digest); d.ok()) gone.push_back(*d);
+    if (auto d = Digest::Parse(s.item.digest); d.ok()) {
+      (s.place == gc::Place::kDerived ? gone_derived : gone).push_back(*d);
+    }
   }
   tree_.Evicted(gone);
+  tree_.DerivedEvicted(gone_derived);
   evicted_ += run->evicted.size();
   freed_ += run->bytes_freed;
   stored_ = run->plan.total_before - run->bytes_freed;

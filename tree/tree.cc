@@ -128,8 +128,14 @@ struct LayerState {
   // Set once under `mu` before `expanded`; read-only afterwards.
   formats::Compression compression = formats::Compression::kUncompressed;
   formats::SeekIndex index;
-  std::string error;    // why it could not be (fully) indexed, or which entries were skipped
-  int derived_fd = -1;  // the uncompressed tar stream, when there is a derived copy
+  std::string error;  // why it could not be (fully) indexed, or which entries were skipped
+  // Why the blob could not be had at the last try while not yet indexed (a
+  // later use tries again); shown as the folder's error until then.
+  std::mutex fetch_error_mu;
+  std::string fetch_error;  // GUARDED_BY(fetch_error_mu)
+  // The uncompressed tar stream, when there is a derived copy. Set before
+  // `expanded`; closed (-1) only by Release while no file of the layer is open.
+  std::atomic<int> derived_fd{-1};
   // Expected sha256 (hex) of each kDerivedBlock of a derived copy made by an
   // earlier mount; empty when this mount wrote it (nothing to check).
   std::vector<std::string> derived_blocks;
@@ -168,7 +174,8 @@ struct LayerState {
   // derived copy: it exists, covers the range and every block of it matched
   // its digest (checked here once per block and mount).
   bool DerivedReady(uint64_t pos, uint64_t len) {
-    if (derived_fd < 0 || derived_bad.load(std::memory_order_acquire)) return false;
+    const int dfd = derived_fd.load(std::memory_order_acquire);
+    if (dfd < 0 || derived_bad.load(std::memory_order_acquire)) return false;
     if (pos > index.uncompressed_size || len > index.uncompressed_size - pos) return false;
     if (derived_blocks.empty() || len == 0) return true;
     for (uint64_t b = pos / kDerivedBlock; b <= (pos + len - 1) / kDerivedBlock; ++b) {
@@ -176,7 +183,7 @@ struct LayerState {
       const uint64_t start = b * kDerivedBlock;
       const uint64_t n = std::min(kDerivedBlock, index.uncompressed_size - start);
       std::string bytes(static_cast<size_t>(n), '\0');
-      Status st = FdRead(derived_fd, start, std::span<char>(bytes));
+      Status st = FdRead(dfd, start, std::span<char>(bytes));
       if (st.ok() && Digest::Sha256Of(bytes).hex() != derived_blocks[b]) {
         st = CorruptError("block " + std::to_string(b) + " does not match its digest");
       }
@@ -200,9 +207,31 @@ struct LayerState {
   std::mutex cache_mu;
   std::list<std::pair<size_t, std::shared_ptr<const std::string>>> spans;  // GUARDED_BY(cache_mu)
 
+  // Closes what the GC evicted (the blob's fd, the derived copy's fd) so its
+  // space is freed now; the caller has checked that no file of the layer is
+  // open. Skipped while the layer is being indexed. Later reads reopen the
+  // blob (fetching it again) and fall back to seek points without the copy.
+  void Release(bool blob, bool derived) {
+    std::unique_lock<std::mutex> indexing(mu, std::try_to_lock);
+    if (!indexing.owns_lock()) return;
+    if (blob) {
+      // try_lock: BlobFd holds fd_mu while a fetch takes the hooks lock that
+      // the caller of Release holds.
+      std::unique_lock<std::mutex> lock(fd_mu, std::try_to_lock);
+      if (lock.owns_lock() && fd >= 0) {
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    if (derived) {
+      const int dfd = derived_fd.exchange(-1, std::memory_order_acq_rel);
+      if (dfd >= 0) ::close(dfd);
+    }
+  }
+
   ~LayerState() {
     if (fd >= 0) ::close(fd);
-    if (derived_fd >= 0) ::close(derived_fd);
+    if (const int dfd = derived_fd.load(); dfd >= 0) ::close(dfd);
   }
 };
 
@@ -404,7 +433,7 @@ class Node {
   // refs/<ref>/ and history/<hex>/: what the catalog read (kept alive with
   // the SourceInfo it lives in, for records.json and refresh comparisons).
   std::shared_ptr<const catalog::RefInfo> ref;
-  std::once_flag merged;
+  std::mutex merge_mu;
   std::atomic<bool> merged_done{false};
   uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
   std::vector<formats::TarSparseChunk> sparse;
@@ -491,7 +520,7 @@ class LayerFile : public OpenFile {
       return span;
     }
     if (sparse_.empty() && layer_->DerivedReady(offset_ + offset, len)) {
-      span.fd = layer_->derived_fd;
+      span.fd = layer_->derived_fd.load(std::memory_order_acquire);
       span.fd_offset = offset_ + offset;
       span.length = len;
       return span;
@@ -576,7 +605,9 @@ class LayerFile : public OpenFile {
   }
 
   Status StreamRead(uint64_t at, std::span<char> out) {
-    if (layer_->DerivedReady(at, out.size())) return FdRead(layer_->derived_fd, at, out);
+    if (layer_->DerivedReady(at, out.size())) {
+      return FdRead(layer_->derived_fd.load(std::memory_order_acquire), at, out);
+    }
     BCFS_ASSIGN_OR_RETURN(int fd, layer_->BlobFd());
     FdSource src(fd, layer_->blob->size);
     if (layer_->compression == formats::Compression::kUncompressed) return src.ReadAt(at, out);
@@ -739,7 +770,6 @@ struct Tree::Impl {
   std::function<std::string()> status_extra;  // GUARDED_BY(hooks_mu)
   std::unordered_map<Digest, int> pins;       // GUARDED_BY(hooks_mu): open files, fetches
   // Remote blob nodes and layer states, added to by Build and by refreshes.
-  std::unordered_map<Digest, std::vector<uint64_t>> blob_inos;          // GUARDED_BY(hooks_mu)
   std::vector<std::shared_ptr<LayerState>> layer_states;                // GUARDED_BY(hooks_mu)
   std::function<void(uint64_t, const std::string&)> entry_invalidator;  // GUARDED_BY(hooks_mu)
 
@@ -747,9 +777,30 @@ struct Tree::Impl {
     std::lock_guard<std::mutex> lock(hooks_mu);
     ++pins[d];
   }
-  void Unpin(const Digest& d) {
+  // closed: an open file's pin. When its digest is no longer pinned at all
+  // and the GC refused new fetches because pinned content alone exceeded a
+  // ceiling, less is pinned now: the next fetch may go ahead (the GC run
+  // after it decides again).
+  void Unpin(const Digest& d, bool closed = false) {
     std::lock_guard<std::mutex> lock(hooks_mu);
-    if (auto it = pins.find(d); it != pins.end() && --it->second <= 0) pins.erase(it);
+    if (auto it = pins.find(d); it != pins.end() && --it->second <= 0) {
+      pins.erase(it);
+      if (closed) fetch_block.clear();
+    }
+  }
+
+  // The GC evicted these blobs (blob) or derived copies (!blob): the layers
+  // they back close their descriptors unless a file of theirs is open (pinned;
+  // checked under the lock that Open's Pin takes, so no read can start on a
+  // descriptor being closed).
+  void ReleaseLayers(const std::vector<Digest>& digests, bool blob) {
+    if (digests.empty()) return;
+    const std::set<Digest> gone(digests.begin(), digests.end());
+    std::lock_guard<std::mutex> lock(hooks_mu);
+    for (const auto& l : layer_states) {
+      if (!gone.contains(l->blob->digest) || pins.contains(l->blob->digest)) continue;
+      l->Release(blob, !blob);
+    }
   }
 
   std::mutex index_mu;  // guards *index (one thread at a time)
@@ -1152,7 +1203,6 @@ struct Tree::Impl {
     const bool listed = in.backend->CheapStat();
     std::map<Digest, TimeNs> blob_mtimes;
     std::map<Digest, std::shared_ptr<BlobRef>> shown;  // the BlobRef each blob node serves
-    std::vector<std::pair<Digest, uint64_t>> new_remote;
     for (auto& [d, b] : blobs) {
       Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
       TimeNs mt = smtime;
@@ -1185,7 +1235,6 @@ struct Tree::Impl {
       n->content = Content::kBlob;
       n->blob = b;
       shown[d] = b;
-      if (!listed) new_remote.emplace_back(d, n->ino);
       n->xattrs = std::move(x);
     }
 
@@ -1236,7 +1285,6 @@ struct Tree::Impl {
     if (layer_alg_dirs.empty()) Folder(layers_top, "sha256", smtime, sx);
     {
       std::lock_guard<std::mutex> lock(hooks_mu);
-      for (const auto& [d, ino] : new_remote) blob_inos[d].push_back(ino);
       layer_states.insert(layer_states.end(), new_states.begin(), new_states.end());
     }
 
@@ -1411,6 +1459,10 @@ struct Tree::Impl {
     if (n.layer && n.content != Content::kLayerFile &&
         n.layer->expanded.load(std::memory_order_acquire) && !n.layer->error.empty()) {
       return n.layer->error;
+    }
+    if (n.layer && n.content != Content::kLayerFile) {
+      std::lock_guard<std::mutex> lock(n.layer->fetch_error_mu);
+      if (!n.layer->fetch_error.empty()) return n.layer->fetch_error;
     }
     if (n.content == Content::kBlob) {
       if (!n.blob->static_error.empty()) return n.blob->static_error;
@@ -1594,15 +1646,25 @@ struct Tree::Impl {
   // pass verifies (and fetches) the blob first, reads the tar once, recording
   // seek points and writing a derived uncompressed copy, and stores what it
   // found in the index. The nodes are inserted under the exclusive lock.
-  // Problems are kept as the folder's user.buildcachefs.error; entries read
-  // before a damaged spot stay.
-  void EnsureExpanded(Node* n) {
-    if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return;
+  // Problems with the tar are kept as the folder's user.buildcachefs.error;
+  // entries read before a damaged spot stay. When the blob itself cannot be
+  // had now (a dead server, a transfer that failed its digest, no space under
+  // the GC limits) the folder is not indexed: the error is returned and the
+  // next use tries again. A blob the source does not hold is final.
+  Status EnsureExpanded(Node* n) {
+    if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return OkStatus();
     LayerState& layer = *n->layer;
-    if (layer.expanded.load(std::memory_order_acquire)) return;
+    if (layer.expanded.load(std::memory_order_acquire)) return OkStatus();
     if (track_accesses.load(std::memory_order_relaxed)) accesses.Touch(layer.blob->digest, Now());
     std::lock_guard<std::mutex> guard(layer.mu);
-    if (layer.expanded.load(std::memory_order_acquire)) return;
+    if (layer.expanded.load(std::memory_order_acquire)) return OkStatus();
+    // The blob may not be evicted while its tar is read.
+    Pin(layer.blob->digest);
+    struct Unpinner {
+      Impl* im;
+      Digest d;
+      ~Unpinner() { im->Unpin(d); }
+    } unpin{this, layer.blob->digest};
     std::vector<formats::TarEntry> entries;
     std::vector<std::string> warnings;
     std::string failure;
@@ -1617,6 +1679,12 @@ struct Tree::Impl {
       }
     }
     if (!listed && !LoadLayer(layer, &entries, &warnings)) {
+      auto fd = layer.BlobFd();
+      {
+        std::lock_guard<std::mutex> lock(layer.fetch_error_mu);
+        layer.fetch_error = fd.ok() ? "" : fd.status().message();
+      }
+      if (!fd.ok() && fd.status().code() != Code::kNotFound) return fd.status();
       Status st = IndexLayer(layer, &entries, &warnings);
       if (!st.ok()) failure = st.message();
     }
@@ -1636,6 +1704,7 @@ struct Tree::Impl {
       layer.error += (layer.error.empty() ? "" : "; ") + joined;
     }
     layer.expanded.store(true, std::memory_order_release);
+    return OkStatus();
   }
 
   // Raw bytes of a remote blob, by range (not verified: eStargz chunks are
@@ -1904,21 +1973,25 @@ struct Tree::Impl {
   // `.wh..wh..opq` hides only what lower layers put there, whatever the tar
   // order). Files, symlinks and devices are the layers' own nodes; merged
   // directories are new nodes.
-  void EnsureMerged(Node* snap) {
-    if (snap == nullptr || snap->chain.empty()) return;
-    std::call_once(snap->merged, [&] {
-      std::string errors;
-      for (Node* layer_dir : snap->chain) {
-        EnsureExpanded(layer_dir);
-        if (!layer_dir->layer->error.empty() && layer_dir->children.empty()) {
-          errors += (errors.empty() ? "" : "; ") + layer_dir->layer->error;
-        }
+  // Like EnsureExpanded, a layer whose blob cannot be had now leaves the
+  // snapshot unmerged: the error is returned and the next use tries again.
+  Status EnsureMerged(Node* snap) {
+    if (snap == nullptr || snap->chain.empty()) return OkStatus();
+    if (snap->merged_done.load(std::memory_order_acquire)) return OkStatus();
+    std::lock_guard<std::mutex> merging(snap->merge_mu);
+    if (snap->merged_done.load(std::memory_order_acquire)) return OkStatus();
+    std::string errors;
+    for (Node* layer_dir : snap->chain) {
+      BCFS_RETURN_IF_ERROR(EnsureExpanded(layer_dir));
+      if (!layer_dir->layer->error.empty() && layer_dir->children.empty()) {
+        errors += (errors.empty() ? "" : "; ") + layer_dir->layer->error;
       }
-      std::unique_lock<std::shared_mutex> lock(nodes_mu);
-      for (Node* layer_dir : snap->chain) MergeDir(snap, layer_dir);
-      if (!errors.empty()) snap->xattrs["error"] = errors;
-      snap->merged_done.store(true, std::memory_order_release);
-    });
+    }
+    std::unique_lock<std::shared_mutex> lock(nodes_mu);
+    for (Node* layer_dir : snap->chain) MergeDir(snap, layer_dir);
+    if (!errors.empty()) snap->xattrs["error"] = errors;
+    snap->merged_done.store(true, std::memory_order_release);
+    return OkStatus();
   }
 
   // Under the exclusive nodes lock: overlays `upper` (a directory of one layer)
@@ -2176,8 +2249,8 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   Node* p = impl_->Get(parent);
-  impl_->EnsureExpanded(p);
-  impl_->EnsureMerged(p);
+  BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(p));
+  BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(p));
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
   Node* child = nullptr;
   {
@@ -2199,8 +2272,8 @@ Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
   if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
-  impl_->EnsureExpanded(n);
-  impl_->EnsureMerged(n);
+  BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(n));
+  BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(n));
   std::vector<std::pair<std::string, Node*>> children;
   {
     std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
@@ -2279,7 +2352,8 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
   auto pinned = [&](std::unique_ptr<OpenFile> f) -> std::unique_ptr<OpenFile> {
     Impl* im = impl_.get();
     im->Pin(accessed);
-    return std::make_unique<PinnedFile>(std::move(f), [im, accessed] { im->Unpin(accessed); });
+    return std::make_unique<PinnedFile>(std::move(f),
+                                        [im, accessed] { im->Unpin(accessed, /*closed=*/true); });
   };
   switch (n->content) {
     case Content::kBytes:
@@ -2318,22 +2392,8 @@ std::set<Digest> Tree::PinnedDigests() {
     std::lock_guard<std::mutex> lock(impl_->hooks_mu);
     for (const auto& [d, n] : impl_->pins) out.insert(d);
   }
-  // A layer this tree has indexed keeps its blob (and derived copy) open:
-  // evicting them would free nothing until the mount ends.
-  std::vector<std::shared_ptr<LayerState>> states;
-  {
-    std::lock_guard<std::mutex> lock(impl_->hooks_mu);
-    states = impl_->layer_states;
-  }
-  for (const auto& l : states) {
-    if (!l->expanded.load(std::memory_order_acquire)) continue;
-    bool open = l->derived_fd >= 0;
-    {
-      std::lock_guard<std::mutex> lock(l->fd_mu);
-      open = open || l->fd >= 0;
-    }
-    if (open) out.insert(l->blob->digest);
-  }
+  // An indexed layer's blob and derived copy are not pinned by the tree's
+  // own file descriptors: Evicted closes them while no file of it is open.
   return out;
 }
 
@@ -2353,20 +2413,12 @@ void Tree::SetInvalidator(std::function<void(uint64_t)> invalidate) {
 }
 
 void Tree::Evicted(const std::vector<Digest>& digests) {
-  std::function<void(uint64_t)> inval;
-  std::vector<uint64_t> inos;
-  {
-    std::lock_guard<std::mutex> lock(impl_->hooks_mu);
-    inval = impl_->invalidator;
-    for (const Digest& d : digests) {
-      auto it = impl_->blob_inos.find(d);
-      if (it != impl_->blob_inos.end())
-        inos.insert(inos.end(), it->second.begin(), it->second.end());
-    }
-  }
-  for (uint64_t ino : inos) {
-    if (inval) inval(ino);
-  }
+  // The kernel's cache of these blobs is left alone: its pages hold the same
+  // verified, immutable bytes, and the next open fetches and verifies again
+  // anyway. Invalidating pages here could deadlock: the GC runs on FUSE
+  // worker threads (after a fetch), and dropping a page waits for a read of it
+  // that may be queued behind those very workers.
+  impl_->ReleaseLayers(digests, /*blob=*/true);
 }
 
 void Tree::SetEntryInvalidator(std::function<void(uint64_t, const std::string&)> invalidate) {
@@ -2390,6 +2442,10 @@ RefreshReport Tree::Refresh() {
 uint64_t Tree::RefreshGeneration() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->refresh_generation;
+}
+
+void Tree::DerivedEvicted(const std::vector<Digest>& digests) {
+  impl_->ReleaseLayers(digests, /*blob=*/false);
 }
 
 void Tree::SetStatusExtra(std::function<std::string()> extra) {

@@ -166,9 +166,13 @@ class Tree {
   // lookups, negative ones included; set by fs/ while mounted).
   void SetEntryInvalidator(
       std::function<void(uint64_t parent, const std::string& name)> invalidate);
-  // Content was evicted from the store: the nodes serving those blobs lose
-  // their kernel cache and fetch again on the next read.
+  // Content was evicted from the store: the next open of those blobs fetches
+  // them again. Their layers (when no file of them is open) close the blob,
+  // so its space is freed now and a later read fetches it again.
   void Evicted(const std::vector<Digest>& digests);
+  // Derived copies of these layers were evicted: layers with no open file close
+  // theirs and read through seek points from then on.
+  void DerivedEvicted(const std::vector<Digest>& digests);
   // Extra top-level members of status.json (e.g. "gc"), as a JSON object
   // text; rendered each time status.json is opened.
   void SetStatusExtra(std::function<std::string()> extra);

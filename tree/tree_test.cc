@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +14,7 @@
 
 #include "backends/backend.h"
 #include "catalog/catalog.h"
+#include "store/content_store.h"
 #include "tests/gen/gen.h"
 
 namespace bcfs::tree {
@@ -407,6 +409,95 @@ TEST_F(RefreshTest, RefreshesRaceWithLookupsListingsAndReads) {
   EXPECT_EQ(bad.load(), 0);
   EXPECT_GT(reads.load(), 0);
   EXPECT_EQ(t->RefreshGeneration(), 10u);
+}
+
+// Fault injection only: the generated local cache seen as a remote source (no
+// local descriptors, so blobs go through the content store) whose blob reads
+// fail while `down` is set.
+class FlakyRemote : public backends::Backend {
+ public:
+  explicit FlakyRemote(std::shared_ptr<backends::Backend> inner) : inner_(std::move(inner)) {}
+  std::atomic<bool> down{false};
+  std::string Describe() const override { return "flaky " + inner_->Describe(); }
+  Result<std::vector<backends::RefEntry>> ListRefs() override { return inner_->ListRefs(); }
+  Result<std::vector<Digest>> ListRoots() override { return inner_->ListRoots(); }
+  Result<backends::BlobStat> StatBlob(const Digest& d) override { return inner_->StatBlob(d); }
+  Result<size_t> ReadBlob(const Digest& d, uint64_t off, std::span<char> out) override {
+    if (down.load()) return Status(Code::kUnavailable, "the server is down (test)");
+    return inner_->ReadBlob(d, off, out);
+  }
+  Result<std::string> ReadDocument(const Digest& d, uint64_t max) override {
+    return inner_->ReadDocument(d, max);
+  }
+  Result<std::vector<Digest>> ListBlobs() override { return inner_->ListBlobs(); }
+  TimeNs RefsModified() override { return inner_->RefsModified(); }
+  bool CheapStat() const override { return false; }
+
+ private:
+  std::shared_ptr<backends::Backend> inner_;
+};
+
+class RemoteTreeTest : public TreeTest {
+ protected:
+  void SetUp() override {
+    TreeTest::SetUp();
+    auto s = store::ContentStore::Open(dir_ + "/store");
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    store_ = std::move(*s);
+    auto spec = backends::ParseSourceString("type=local,src=" + dir_ + "/cache");
+    ASSERT_TRUE(spec.ok());
+    auto b = backends::OpenBackend(*spec);
+    ASSERT_TRUE(b.ok());
+    remote_ = std::make_shared<FlakyRemote>(std::shared_ptr<backends::Backend>(std::move(*b)));
+    std::vector<SourceInput> in;
+    in.push_back({"cache", remote_, catalog::ReadSource(*remote_, "cache", "local")});
+    auto t = Tree::Build(std::move(in), index_.get(), store_.get());
+    ASSERT_TRUE(t.ok()) << t.status().message();
+    tree_ = std::move(*t);
+  }
+
+  std::unique_ptr<store::ContentStore> store_;
+  std::shared_ptr<FlakyRemote> remote_;
+  std::unique_ptr<Tree> tree_;
+};
+
+TEST_F(RemoteTreeTest, ALayerWhoseBlobCannotBeFetchedNowIsIndexedOnTheNextUse) {
+  auto layers = Names(*tree_, "cache/layers/sha256");
+  ASSERT_FALSE(layers.empty());
+  auto dir = tree_->Resolve("cache/layers/sha256/" + layers.front());
+  ASSERT_TRUE(dir.ok());
+  remote_->down = true;
+  auto failed = tree_->ReadDir(dir->ino);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), Code::kUnavailable) << failed.status().message();
+  EXPECT_FALSE(tree_->Lookup(dir->ino, "anything").ok());
+  remote_->down = false;
+  auto listed = tree_->ReadDir(dir->ino);
+  ASSERT_TRUE(listed.ok()) << listed.status().message();
+  EXPECT_FALSE(listed->empty());
+  auto err = tree_->GetXattr(dir->ino, "user.buildcachefs.error");
+  EXPECT_FALSE(err.ok()) << "a passing outage must not stay as the folder's error: " << *err;
+}
+
+TEST_F(RemoteTreeTest, ClosingAPinnedFileLiftsTheGcFetchBlock) {
+  // Layer blobs (documents are served from what the catalog read).
+  auto blobs = Names(*tree_, "cache/layers/sha256");
+  ASSERT_GE(blobs.size(), 2u);
+  auto a = tree_->Resolve("cache/blobs/sha256/" + blobs[0]);
+  auto b = tree_->Resolve("cache/blobs/sha256/" + blobs[1]);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto held = tree_->Open(a->ino);
+  ASSERT_TRUE(held.ok()) << held.status().message();
+  tree_->SetFetchBlock("pinned content alone exceeds maxUsedSpace (test)");
+  auto refused = tree_->Open(b->ino);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kNoSpace);
+  EXPECT_NE(refused.status().message().find("pinned content alone exceeds"), std::string::npos);
+  held->reset();  // less is pinned now: the next fetch may try
+  auto opened = tree_->Open(b->ino);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  EXPECT_EQ(ReadAll(*tree_, "cache/blobs/sha256/" + blobs[1]),
+            ReadFile(dir_ + "/cache/blobs/sha256/" + blobs[1]));
 }
 
 }  // namespace
