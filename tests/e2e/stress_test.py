@@ -23,7 +23,6 @@ Needs root, /dev/fuse, docker-registry, htpasswd, moto (scripts/deps-moto.sh) an
 (scripts/deps-azurite.sh).
 """
 
-import argparse
 import base64
 import collections
 import errno
@@ -33,7 +32,6 @@ import io
 import json
 import os
 import random
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -46,6 +44,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "servers"))
 
+import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402  (Base: mounts, cleanup, watchdog)
 import registry_test as rt  # noqa: E402  (FaultProxy, make_cache_layout)
 
@@ -260,7 +259,7 @@ def vm_hwm_mb(pid):
     return 0.0
 
 
-class Stress(mt.Base):
+class Stress(rt.Base):  # mt.Base plus mount_env (a mount with an environment)
     def setUp(self):
         super().setUp()
         self.work = tempfile.mkdtemp(prefix="stress-", dir=self.tmp)
@@ -300,28 +299,25 @@ class Stress(mt.Base):
                 self.items.append(Item(source, "%s/layers/sha256/%s/%s"
                                        % (source, d.split(":")[1], path), data))
 
-    def local_source(self):
-        root = os.path.join(self.work, "local")
-        rt.make_cache_layout(root, [3 << 20, 1 << 20, 200000, 4096], seed=11)
+    def layout(self, name, sizes, seed):
+        """An OCI-layout cache with layers of these sizes; adds its blobs as items."""
+        root = os.path.join(self.work, name)
+        rt.make_cache_layout(root, sizes, seed=seed)
         blobs = {}
         bdir = os.path.join(root, "blobs", "sha256")
         for h in os.listdir(bdir):
             with open(os.path.join(bdir, h), "rb") as f:
                 blobs["sha256:" + h] = f.read()
-        self.add_blobs("local", blobs)
+        self.add_blobs(name, blobs)
+        return root
+
+    def local_source(self):
+        root = self.layout("local", [3 << 20, 1 << 20, 200000, 4096], seed=11)
         return "type=local,src=%s,as=local" % root
 
     def registry_source(self):
-        root = os.path.join(self.work, "reg")
-        rt.make_cache_layout(root, [6 << 20, 4 << 20, 2 << 20, 1 << 20, 300000, 5000],
-                             seed=12)
+        root = self.layout("registry", [6 << 20, 4 << 20, 2 << 20, 1 << 20, 300000, 5000], 12)
         self.reg.push_layout(root, "stress", tag="t")
-        blobs = {}
-        bdir = os.path.join(root, "blobs", "sha256")
-        for h in os.listdir(bdir):
-            with open(os.path.join(bdir, h), "rb") as f:
-                blobs["sha256:" + h] = f.read()
-        self.add_blobs("registry", blobs)
         return "type=registry,ref=%s/stress:t,as=registry" % self.proxies["registry"].host
 
     def s3_source(self):
@@ -370,23 +366,7 @@ class Stress(mt.Base):
         gc = os.path.join(self.work, "gc.toml")
         with open(gc, "w") as f:
             f.write('[gc]\n[[gc.policy]]\nmaxUsedSpace = "%s"\n' % GC_CEILING)
-        state = os.path.join(self.work, "state")
-        mnt = os.path.join(self.work, "mnt")
-        os.makedirs(mnt)
-        self._mounts.append(mnt)
-        self.addCleanup(self.unmount, mnt)
-        cmd = [ARGS.bin, "mount", "--state-dir", state, "--gc-config", gc, "--gc-interval",
-               "1s"] + self.sources + [mnt]
-        log = os.path.join(self.work, "mount.log")
-        self.logs[mnt] = log
-        with open(log, "wb") as out:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               timeout=mt.MOUNT_TIMEOUT, env=env)
-        with open(log, "rb") as f:
-            text = f.read().decode(errors="replace")
-        self.assertEqual(p.returncode, 0, "mount failed:\n" + text)
-        self.assertTrue(mt.is_mounted(mnt))
-        return mnt
+        return self.mount_env(["--gc-config", gc, "--gc-interval", "1s"] + self.sources, env)
 
     def test_readers_faults_and_gc_never_see_a_wrong_byte(self):
         mnt = self.mount_all()
@@ -444,17 +424,10 @@ def setUpModule():
     from azurite_harness import find_binary
     if find_binary() is None:
         missing.append("Azurite is not installed (scripts/deps-azurite.sh)")
+    mt.ARGS = rt.ARGS = ARGS
     mt.check_prerequisites("stress test", ARGS, ("docker-registry", "htpasswd"),
                            extra_missing=missing)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--gen", required=True)
-    ap.add_argument("--shared", required=True)
-    ARGS, rest = ap.parse_known_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    ARGS.gen = os.path.abspath(ARGS.gen)
-    mt.ARGS = rt.ARGS = ARGS
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    e2e_cli.main()
