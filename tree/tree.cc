@@ -1304,6 +1304,30 @@ struct Tree::Impl {
 
   // ---- refreshing (DESIGN.md §1.6) ----
 
+  // A ref that was read before and whose manifest cannot be read now (one
+  // tag of a registry answering with an error) keeps what it showed, as a
+  // source whose ref list cannot be read does: its documents are named by
+  // digest, so they are not stale unless the ref now names another one.
+  static void KeepUnreadableRefs(const catalog::SourceInfo& before, catalog::SourceInfo* now) {
+    std::map<std::string, const catalog::RefInfo*> shown;
+    for (const auto& r : before.refs) {
+      if (!r.shape.empty()) shown[r.name] = &r;
+    }
+    for (auto& r : now->refs) {
+      if (!r.shape.empty() || r.errors.empty()) continue;
+      auto old = shown.find(r.name);
+      if (old == shown.end()) continue;
+      if (!r.descriptor.digest.empty() && r.descriptor.digest != old->second->descriptor.digest) {
+        continue;
+      }
+      std::string why;
+      for (const auto& e : r.errors) why += (why.empty() ? "" : "; ") + e;
+      now->warnings.push_back("ref " + r.name + ": not read again (" + why +
+                              "); showing what was read before");
+      r = *old->second;
+    }
+  }
+
   // Reads source `si`'s catalog again and shows what it found: new refs and
   // blobs appear, vanished ones leave their folders (their nodes stay, so
   // open files and the kernel's references keep working), changed ones get
@@ -1316,8 +1340,12 @@ struct Tree::Impl {
       std::lock_guard<std::mutex> lock(mu);
       type = infos[si]->type;
     }
-    auto info = std::make_shared<const catalog::SourceInfo>(
-        catalog::ReadSource(*in.backend, in.name, type));
+    catalog::SourceInfo fresh = catalog::ReadSource(*in.backend, in.name, type);
+    if (fresh.errors.empty()) {
+      std::lock_guard<std::mutex> lock(mu);
+      KeepUnreadableRefs(*infos[si], &fresh);
+    }
+    auto info = std::make_shared<const catalog::SourceInfo>(std::move(fresh));
     if (!info->errors.empty()) {
       std::string why;
       for (const auto& e : info->errors) why += (why.empty() ? "" : "; ") + e;

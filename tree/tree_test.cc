@@ -363,6 +363,34 @@ TEST_F(RefreshTest, AFailedReadKeepsThePreviousRefsAndNamesTheFile) {
   EXPECT_EQ(t->GetXattr(src, "user.buildcachefs.error").status().code(), Code::kNotFound);
 }
 
+TEST_F(RefreshTest, ARefWhoseManifestCannotBeReadKeepsWhatItShowed) {
+  auto t = Build();
+  const uint64_t before = t->Resolve("cache/refs/feature%2Fx/manifest.json")->ino;
+  const std::string path = dir_ + "/cache/blobs/sha256/" + digest_["feature/x"].substr(7);
+  const std::string bytes = ReadFile(path);
+  ASSERT_EQ(::rename(path.c_str(), (path + ".away").c_str()), 0);
+  RefreshReport r = t->Refresh();
+  EXPECT_EQ(r.errors, std::vector<std::string>{});
+  EXPECT_EQ((std::vector<size_t>{r.added, r.removed, r.changed}), (std::vector<size_t>{0, 0, 0}));
+  EXPECT_EQ(t->Resolve("cache/refs/feature%2Fx/manifest.json")->ino, before);
+  EXPECT_EQ(ReadAll(*t, "cache/refs/feature%2Fx/manifest.json"), bytes);
+  auto status = nlohmann::json::parse(ReadAll(*t, ".buildcachefs/status.json"));
+  std::string warning;
+  for (const std::string w : status["sources"][0]["warnings"]) {
+    if (w.rfind("ref feature/x: not read again (", 0) == 0) warning = w;
+  }
+  ASSERT_NE(warning, "") << status.dump();
+  EXPECT_NE(warning.find("manifest " + digest_["feature/x"] + " is missing from the source"),
+            std::string::npos)
+      << warning;
+  EXPECT_NE(warning.find("); showing what was read before"), std::string::npos) << warning;
+  // A ref that now names another manifest is not kept.
+  WriteIndex({{"latest", digest_["latest"]}, {"feature/x", digest_["latest"]}});
+  r = t->Refresh();
+  EXPECT_EQ(ReadAll(*t, "cache/refs/feature%2Fx/manifest.json"), Blob(digest_["latest"]));
+  ASSERT_EQ(::rename((path + ".away").c_str(), path.c_str()), 0);
+}
+
 // Run under TSan in CI: refreshes swap folder contents while readers look up,
 // list and read.
 TEST_F(RefreshTest, RefreshesRaceWithLookupsListingsAndReads) {
