@@ -584,6 +584,12 @@ class GhaBackend : public Backend {
   // scopes the token cannot read (refs with an error: prune must not sweep
   // what they may reach).
   Result<std::vector<RefEntry>> ListRefsFromService() {
+    {
+      // A refresh lists afresh: entries deleted since are no refs or history.
+      std::lock_guard<std::mutex> lock(mu_);
+      ref_index_.clear();
+      history_.clear();
+    }
     std::vector<RefEntry> refs;
     std::vector<Digest> roots;
     std::vector<gha::RestEntry> rest;

@@ -31,6 +31,8 @@ come from those Python-side bytes and hashlib, not from the code under test.
      nothing, --yes deletes exactly the unkept keys through the REST API, a mount
      afterwards reads every kept blob byte-exact; without the REST API, or with a
      scope the token cannot read, nothing is deleted.
+  7. Refresh: after a prune and a new export, SIGHUP shows the pruned ref and history
+     entry gone and the new generation in place (with the older one as history).
 
 Run by ctest: gha_test.py --bin BUILDCACHEFS --gen BUILDCACHEFS_GEN --shared DIR
 """
@@ -57,6 +59,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "servers"))
 
 import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402
+import refresh_test  # noqa: E402  (a foreground mount with sd_notify, SIGHUP)
 import gha_mock  # noqa: E402
 from azurite_harness import Azurite, find_binary  # noqa: E402
 
@@ -575,6 +578,46 @@ class Prune(Base):
         self.assertEqual(self.rest_keys(), before)
 
 
+class Refresh(refresh_test.Base):
+    """A running mount re-lists the cache on SIGHUP: after a prune and a new export, the
+    pruned ref and history entry are gone and the new generation shows."""
+
+    def test_sighup_after_a_prune_and_an_export(self):
+        mock = gha_mock.GhaMock(AZ, tokens=list(WRITERS.values()) + [TOKENS["reader"]],
+                                ghtoken=GHTOKEN, container="refresh").start()
+        self.addCleanup(mock.stop)
+        gens = [Cache(31, 2), Cache(32, 2), Cache(33, 2)]
+        pr = Cache(34, 1)
+        save_cache(mock, WRITERS[SCOPES[0]], SCOPES[0], gens[0], 1)
+        save_cache(mock, WRITERS[SCOPES[0]], SCOPES[0], gens[1], 2)
+        save_cache(mock, WRITERS[SCOPES[2]], SCOPES[2], pr, 1)
+        src = "type=gha,url_v2=%s,token=%s,repository=octo/app,ghtoken=%s" % (
+            mock.url, TOKENS["reader"], GHTOKEN)
+        env = dict(os.environ, GITHUB_API_URL=mock.url)
+        self.start([src], env)
+        top = os.path.join(self.mnt, "gha-buildkit")
+
+        def shown():
+            return (sorted(os.listdir(os.path.join(top, "refs"))),
+                    sorted(os.listdir(os.path.join(top, "history"))))
+
+        def hexof(c):
+            return hashlib.sha256(c.manifest()).hexdigest()
+        self.assertEqual(shown(), ([ref_dir(SCOPES[0]), ref_dir(SCOPES[2])], [hexof(gens[0])]))
+        p = subprocess.run([ARGS.bin, "prune", src, "--filter", "ref==" + ref_name(SCOPES[2]),
+                            "--grace-period", "0s", "--yes"], capture_output=True, text=True,
+                           timeout=120, env=env)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        save_cache(mock, WRITERS[SCOPES[0]], SCOPES[0], gens[2], 3)
+        self.hup()
+        self.assertEqual(shown(), ([ref_dir(SCOPES[0])], [hexof(gens[1])]))
+        rd = os.path.join(top, "refs", ref_dir(SCOPES[0]))
+        self.assertEqual(mt.read_all(os.path.join(rd, "cache-config.json")), gens[2].config)
+        for d, data in list(gens[2].blobs.items()) + list(gens[1].blobs.items()):
+            got = mt.read_all(os.path.join(top, "blobs", "sha256", d.split(":")[1]))
+            self.assertTrue(got == data, d)
+
+
 class Credentials(Base):
     def run_ls(self, source, env=None):
         return self.run_cli(["ls", source, "--format", "json"], env)
@@ -628,6 +671,7 @@ def setUpModule():
     absent = [] if find_binary() else ["azurite-blob is not installed (scripts/deps-azurite.sh)"]
     mt.check_prerequisites("gha tests", ARGS, (), extra_missing=absent)
     mt.ARGS = ARGS
+    refresh_test.ARGS = ARGS
     build_and_save()
 
 
