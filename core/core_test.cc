@@ -1,6 +1,14 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "core/digest.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "core/time.h"
 #include "core/units.h"
@@ -73,6 +81,48 @@ TEST(Units, FormatBytesUsesBinaryUnitsWithOneDecimal) {
   EXPECT_EQ(FormatBytes(1024), "1.0 KiB");
   EXPECT_EQ(FormatBytes(1237213), "1.2 MiB");
   EXPECT_EQ(FormatBytes(3ull << 30), "3.0 GiB");
+}
+
+// What log::Write puts on stderr while stderr is a temporary file; with
+// `journal` $JOURNAL_STREAM names that file (as systemd sets it).
+std::string LogLinesTo(bool journal, const std::string& stream_value = "") {
+  char path[] = "/tmp/bcfs-log-XXXXXX";
+  const int fd = ::mkstemp(path);
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(fd, STDERR_FILENO);
+  struct stat st {};
+  ::fstat(fd, &st);
+  const std::string value =
+      !stream_value.empty()
+          ? stream_value
+          : std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  if (journal) ::setenv("JOURNAL_STREAM", value.c_str(), 1);
+  const bool detected = log::StderrIsJournal();
+  log::Write(log::Level::kError, "e1");
+  log::Write(log::Level::kWarning, "w1");
+  log::Write(log::Level::kInfo, "i1");
+  log::Write(log::Level::kDebug, "d1");
+  ::unsetenv("JOURNAL_STREAM");
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(fd);
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  ::unlink(path);
+  return (detected ? "journal\n" : "plain\n") + ss.str();
+}
+
+TEST(Log, PrefixesSdDaemonPrioritiesOnlyWhenStderrIsTheJournal) {
+  EXPECT_EQ(LogLinesTo(/*journal=*/true), "journal\n<3>e1\n<4>w1\n<6>i1\n<7>d1\n");
+  EXPECT_EQ(LogLinesTo(/*journal=*/false),
+            "plain\nbuildcachefs: error: e1\nbuildcachefs: warning: w1\n"
+            "buildcachefs: info: i1\nbuildcachefs: debug: d1\n");
+  // $JOURNAL_STREAM naming another file (stderr was redirected since): plain.
+  EXPECT_EQ(LogLinesTo(/*journal=*/true, "1:2"),
+            "plain\nbuildcachefs: error: e1\nbuildcachefs: warning: w1\n"
+            "buildcachefs: info: i1\nbuildcachefs: debug: d1\n");
+  EXPECT_EQ(LogLinesTo(/*journal=*/true, "garbage").substr(0, 6), "plain\n");
 }
 
 }  // namespace

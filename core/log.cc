@@ -1,8 +1,12 @@
 #include "core/log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 
 namespace bcfs::log {
 namespace {
@@ -26,11 +30,31 @@ bool ParseLevel(std::string_view text, Level* out) {
   return true;
 }
 
+bool StderrIsJournal() {
+  const char* js = std::getenv("JOURNAL_STREAM");
+  if (js == nullptr) return false;
+  uintmax_t dev = 0, ino = 0;
+  char rest = 0;
+  if (std::sscanf(js, "%ju:%ju%c", &dev, &ino, &rest) != 2) return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && static_cast<uintmax_t>(st.st_dev) == dev &&
+         static_cast<uintmax_t>(st.st_ino) == ino;
+}
+
 void Write(Level level, std::string_view message) {
   static const char* const kNames[] = {"debug", "info", "warning", "error"};
-  std::string line = "buildcachefs: ";
-  line += kNames[static_cast<int>(level)];
-  line += ": ";
+  // sd-daemon.h's SD_DEBUG, SD_INFO, SD_WARNING, SD_ERR.
+  static const char* const kPriorities[] = {"<7>", "<6>", "<4>", "<3>"};
+  std::string line;
+  if (StderrIsJournal()) {
+    // journald takes the priority from the prefix and adds its own time and
+    // identifier.
+    line = kPriorities[static_cast<int>(level)];
+  } else {
+    line = "buildcachefs: ";
+    line += kNames[static_cast<int>(level)];
+    line += ": ";
+  }
   line += message;
   line += '\n';
   size_t off = 0;

@@ -1,5 +1,9 @@
 // Logging to stderr with levels. Messages are whole lines written with one
-// write(2), so lines from several threads never interleave.
+// write(2), so lines from several threads never interleave. Lines read
+// "buildcachefs: LEVEL: message"; when stderr is the journal (systemd's
+// $JOURNAL_STREAM names stderr's device and inode) they read "<N>message"
+// instead, N being sd-daemon.h's priority (SD_ERR 3, SD_WARNING 4, SD_INFO 6,
+// SD_DEBUG 7), so journald records each line's priority.
 //
 // Secrets must never reach the log: callers pass redacted source strings
 // (backends/source.h) and never credentials.
@@ -20,6 +24,8 @@ Level GetLevel();
 // Parses "debug", "info", "warning"/"warn", "error"; false when unknown.
 bool ParseLevel(std::string_view text, Level* out);
 void Write(Level level, std::string_view message);
+// True when $JOURNAL_STREAM ("DEV:INO") names the file stderr is now.
+bool StderrIsJournal();
 
 }  // namespace bcfs::log
 
