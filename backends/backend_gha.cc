@@ -128,6 +128,7 @@ class GhaBackend : public Backend {
     // The service's Retry-After is honoured up to the source's timeout.
     opts.max_retry_after_s = std::max<int64_t>(1, std::min<int64_t>(cfg_.timeout_ms / 1000, 120));
     opts.max_attempts = 8;
+    opts.metrics_backend = "gha";
     client_ = std::make_unique<http::Client>(opts);
   }
 

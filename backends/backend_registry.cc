@@ -45,6 +45,7 @@ Result<std::unique_ptr<RegistryBackend>> RegistryBackend::Open(const SourceSpec&
   if (!creds.ok()) return creds.status().WithContext("source " + spec.Redacted());
   http::Options opts;
   opts.verify_tls = !insecure;
+  opts.metrics_backend = "registry";
   return std::unique_ptr<RegistryBackend>(new RegistryBackend(spec, ref, *creds, opts));
 }
 

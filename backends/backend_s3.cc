@@ -263,6 +263,7 @@ Result<std::unique_ptr<S3Backend>> S3Backend::Open(const SourceSpec& spec,
   auto creds = s3::ResolveAwsCredentials(spec, env);
   if (!creds.ok()) return creds.status().WithContext("source " + spec.Redacted());
   http::Options opts;
+  opts.metrics_backend = "s3";
   // As the AWS SDK: a CA bundle in addition to the system store.
   opts.ca_file = env.getenv("AWS_CA_BUNDLE");
   if (spec.Has("retry_max_attempts")) {

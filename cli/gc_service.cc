@@ -3,15 +3,46 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/paths.h"
 
 namespace bcfs::cli {
+namespace {
+
+metrics::Counter* RunsCounter(const char* result) {
+  return metrics::Global().GetCounter("buildcachefs_gc_runs_total",
+                                      "GC runs of the local store, by result (ok, error).",
+                                      {{"result", result}});
+}
+
+// Evictions of one place (blob, partial, derived): count and bytes.
+struct EvictionCounters {
+  metrics::Counter* count;
+  metrics::Counter* bytes;
+};
+
+EvictionCounters EvictionsOf(gc::Place place) {
+  const metrics::Labels labels = {{"place", std::string(gc::PlaceName(place))}};
+  return {metrics::Global().GetCounter(
+              "buildcachefs_gc_evictions_total",
+              "Files GC removed from the local store, by place (blob, partial, derived).", labels),
+          metrics::Global().GetCounter(
+              "buildcachefs_gc_evicted_bytes_total",
+              "Bytes GC freed in the local store, by place (blob, partial, derived).", labels)};
+}
+
+}  // namespace
+
 GcService::GcService(tree::Tree& tree, store::ContentStore* store, GcServiceOptions opts)
     : tree_(tree), store_(store), opts_(std::move(opts)) {}
 
 GcService::~GcService() { Stop(); }
 
 Status GcService::Start() {
+  // Present from the start, so that a scrape shows zeros rather than nothing.
+  RunsCounter("ok");
+  RunsCounter("error");
+  for (gc::Place p : {gc::Place::kBlob, gc::Place::kPartial, gc::Place::kDerived}) EvictionsOf(p);
   BCFS_ASSIGN_OR_RETURN(index_, index::Index::Open(paths::IndexDb(opts_.state_dir)));
   if (!opts_.policies.empty()) {
     tree_.SetAfterFetch([this] {
@@ -73,6 +104,7 @@ Result<gc::GcRun> GcService::RunNow() {
   std::lock_guard<std::mutex> lock(stats_mu_);
   last_run_ = req.now;
   ++runs_;
+  RunsCounter(run.ok() ? "ok" : "error")->Inc();
   if (!run.ok()) {
     last_error_ = run.status().message();
     return run.status();
@@ -80,6 +112,9 @@ Result<gc::GcRun> GcService::RunNow() {
   std::vector<Digest> gone, gone_derived;
   for (size_t i : run->evicted) {
     const gc::StoredItem& s = run->items[i];
+    const EvictionCounters c = EvictionsOf(s.place);
+    c.count->Inc();
+    c.bytes->Inc(s.item.size);
     if (auto d = Digest::Parse(s.item.digest); d.ok()) {
       (s.place == gc::Place::kDerived ? gone_derived : gone).push_back(*d);
     }

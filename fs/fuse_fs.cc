@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "fs/errno_map.h"
 
 namespace bcfs::fs {
@@ -114,10 +115,73 @@ std::string JoinOptions(const std::vector<std::string>& options) {
 constexpr int kMaxCountedErrno = 134;
 std::array<std::atomic<uint64_t>, kMaxCountedErrno + 1> g_error_counts{};
 
+int ErrnoSlot(int err) { return err > 0 && err < kMaxCountedErrno ? err : kMaxCountedErrno; }
+
+// The errno of the reply the current request got (0: success); set by
+// ReplyErrno, read by the metrics wrapper around each handler (MakeOps).
+thread_local int t_reply_errno = 0;
+
 void CountError(int err) {
-  const int slot = err > 0 && err < kMaxCountedErrno ? err : kMaxCountedErrno;
-  g_error_counts[slot].fetch_add(1, std::memory_order_relaxed);
+  g_error_counts[ErrnoSlot(err)].fetch_add(1, std::memory_order_relaxed);
+  t_reply_errno = err;
 }
+
+// Metrics of one operation: requests by result ("ok" or the errno's name) and
+// latency. The result children are registered on first use and kept, so a
+// request costs two atomic adds after the first of its kind.
+class OpMetrics {
+ public:
+  explicit OpMetrics(const char* op)
+      : op_(op),
+        ok_(Requests("ok")),
+        latency_(metrics::Global().GetHistogram(
+            "buildcachefs_fuse_request_duration_seconds",
+            "Time from the start of a FUSE request's handler to its answer, by operation.",
+            metrics::LatencyBuckets(), {{"op", op}})) {}
+
+  void Record(int err, std::chrono::steady_clock::time_point start) {
+    metrics::Counter* c = ok_;
+    if (err != 0) {
+      std::atomic<metrics::Counter*>& slot = errors_[ErrnoSlot(err)];
+      c = slot.load(std::memory_order_acquire);
+      if (c == nullptr) {
+        const char* name = err < kMaxCountedErrno ? ::strerrorname_np(err) : nullptr;
+        c = Requests(name != nullptr ? name : "other");
+        slot.store(c, std::memory_order_release);
+      }
+    }
+    c->Inc();
+    latency_->ObserveSince(start);
+  }
+
+ private:
+  metrics::Counter* Requests(const std::string& result) {
+    return metrics::Global().GetCounter(
+        "buildcachefs_fuse_requests_total",
+        "FUSE requests answered, by operation and result (ok, or the errno's name).",
+        {{"op", op_}, {"result", result}});
+  }
+
+  const char* const op_;
+  metrics::Counter* const ok_;
+  metrics::Histogram* const latency_;
+  std::array<std::atomic<metrics::Counter*>, kMaxCountedErrno + 1> errors_{};
+};
+
+// Wraps a handler: times it and counts its reply. Every handler answers
+// before it returns, so the reply's errno is known here.
+template <const char* kOp, auto Handler>
+struct Instrumented;
+template <const char* kOp, typename... Args, void (*Handler)(fuse_req_t, Args...)>
+struct Instrumented<kOp, Handler> {
+  static void Call(fuse_req_t req, Args... args) {
+    static OpMetrics m(kOp);
+    const auto start = std::chrono::steady_clock::now();
+    t_reply_errno = 0;
+    Handler(req, args...);
+    m.Record(t_reply_errno, start);
+  }
+};
 
 // ---------------------------------------------------------------------------
 // libfuse's own messages go to our log; while mounting, its errors are also
@@ -371,6 +435,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_entry_param e{};
       e.ino = 0;
       e.entry_timeout = kNegativeTimeout;
+      t_reply_errno = ENOENT;  // counted as what it is
       fuse_reply_entry(req, &e);
       return;
     }
@@ -625,38 +690,69 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse_in
   ReplyErrno(req, EROFS, "copy_file_range", ino_out);
 }
 
+// Operation names, as metrics labels (template arguments need linkage).
+constexpr char kOpLookup[] = "lookup";
+constexpr char kOpForget[] = "forget";
+constexpr char kOpForgetMulti[] = "forget_multi";
+constexpr char kOpGetattr[] = "getattr";
+constexpr char kOpReadlink[] = "readlink";
+constexpr char kOpOpendir[] = "opendir";
+constexpr char kOpReaddir[] = "readdir";
+constexpr char kOpReaddirplus[] = "readdirplus";
+constexpr char kOpReleasedir[] = "releasedir";
+constexpr char kOpOpen[] = "open";
+constexpr char kOpRead[] = "read";
+constexpr char kOpRelease[] = "release";
+constexpr char kOpGetxattr[] = "getxattr";
+constexpr char kOpListxattr[] = "listxattr";
+constexpr char kOpStatfs[] = "statfs";
+constexpr char kOpSetattr[] = "setattr";
+constexpr char kOpMknod[] = "mknod";
+constexpr char kOpMkdir[] = "mkdir";
+constexpr char kOpUnlink[] = "unlink";
+constexpr char kOpRmdir[] = "rmdir";
+constexpr char kOpSymlink[] = "symlink";
+constexpr char kOpRename[] = "rename";
+constexpr char kOpLink[] = "link";
+constexpr char kOpWrite[] = "write";
+constexpr char kOpCreate[] = "create";
+constexpr char kOpSetxattr[] = "setxattr";
+constexpr char kOpRemovexattr[] = "removexattr";
+constexpr char kOpFallocate[] = "fallocate";
+constexpr char kOpCopyFileRange[] = "copy_file_range";
+
 fuse_lowlevel_ops MakeOps() {
   fuse_lowlevel_ops ops{};
   ops.init = OpInit;
-  ops.lookup = OpLookup;
-  ops.forget = OpForget;
-  ops.forget_multi = OpForgetMulti;
-  ops.getattr = OpGetattr;
-  ops.readlink = OpReadlink;
-  ops.opendir = OpOpendir;
-  ops.readdir = OpReaddir;
-  ops.readdirplus = OpReaddirplus;
-  ops.releasedir = OpReleasedir;
-  ops.open = OpOpen;
-  ops.read = OpRead;
-  ops.release = OpRelease;
-  ops.getxattr = OpGetxattr;
-  ops.listxattr = OpListxattr;
-  ops.statfs = OpStatfs;
-  ops.setattr = OpSetattr;
-  ops.mknod = OpMknod;
-  ops.mkdir = OpMkdir;
-  ops.unlink = OpUnlink;
-  ops.rmdir = OpRmdir;
-  ops.symlink = OpSymlink;
-  ops.rename = OpRename;
-  ops.link = OpLink;
-  ops.write = OpWrite;
-  ops.create = OpCreate;
-  ops.setxattr = OpSetxattr;
-  ops.removexattr = OpRemovexattr;
-  ops.fallocate = OpFallocate;
-  ops.copy_file_range = OpCopyFileRange;
+  ops.lookup = Instrumented<kOpLookup, OpLookup>::Call;
+  ops.forget = Instrumented<kOpForget, OpForget>::Call;
+  ops.forget_multi = Instrumented<kOpForgetMulti, OpForgetMulti>::Call;
+  ops.getattr = Instrumented<kOpGetattr, OpGetattr>::Call;
+  ops.readlink = Instrumented<kOpReadlink, OpReadlink>::Call;
+  ops.opendir = Instrumented<kOpOpendir, OpOpendir>::Call;
+  ops.readdir = Instrumented<kOpReaddir, OpReaddir>::Call;
+  ops.readdirplus = Instrumented<kOpReaddirplus, OpReaddirplus>::Call;
+  ops.releasedir = Instrumented<kOpReleasedir, OpReleasedir>::Call;
+  ops.open = Instrumented<kOpOpen, OpOpen>::Call;
+  ops.read = Instrumented<kOpRead, OpRead>::Call;
+  ops.release = Instrumented<kOpRelease, OpRelease>::Call;
+  ops.getxattr = Instrumented<kOpGetxattr, OpGetxattr>::Call;
+  ops.listxattr = Instrumented<kOpListxattr, OpListxattr>::Call;
+  ops.statfs = Instrumented<kOpStatfs, OpStatfs>::Call;
+  ops.setattr = Instrumented<kOpSetattr, OpSetattr>::Call;
+  ops.mknod = Instrumented<kOpMknod, OpMknod>::Call;
+  ops.mkdir = Instrumented<kOpMkdir, OpMkdir>::Call;
+  ops.unlink = Instrumented<kOpUnlink, OpUnlink>::Call;
+  ops.rmdir = Instrumented<kOpRmdir, OpRmdir>::Call;
+  ops.symlink = Instrumented<kOpSymlink, OpSymlink>::Call;
+  ops.rename = Instrumented<kOpRename, OpRename>::Call;
+  ops.link = Instrumented<kOpLink, OpLink>::Call;
+  ops.write = Instrumented<kOpWrite, OpWrite>::Call;
+  ops.create = Instrumented<kOpCreate, OpCreate>::Call;
+  ops.setxattr = Instrumented<kOpSetxattr, OpSetxattr>::Call;
+  ops.removexattr = Instrumented<kOpRemovexattr, OpRemovexattr>::Call;
+  ops.fallocate = Instrumented<kOpFallocate, OpFallocate>::Call;
+  ops.copy_file_range = Instrumented<kOpCopyFileRange, OpCopyFileRange>::Call;
   // No flock/getlk/setlk: without them the kernel keeps locks locally, which
   // is what BuildKit's importer needs for its flock on index.json.lock.
   return ops;

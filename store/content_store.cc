@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "core/metrics.h"
 
 namespace bcfs::store {
 
@@ -272,6 +273,35 @@ std::vector<bool> PresentParts(const RangesRecord& rec, uint64_t* bytes) {
   return present;
 }
 
+// The store's metrics (process totals over every store object).
+struct StoreMetrics {
+  metrics::Counter* hits = metrics::Global().GetCounter(
+      "buildcachefs_store_hits_total",
+      "Opens of remote blobs served from the local content store without fetching.");
+  metrics::Counter* misses = metrics::Global().GetCounter(
+      "buildcachefs_store_misses_total",
+      "Opens of remote blobs that started a fetch into the content store.");
+  metrics::Counter* joins = metrics::Global().GetCounter(
+      "buildcachefs_store_fetch_joins_total",
+      "Opens of remote blobs that waited for a fetch another open had started.");
+  metrics::Counter* fetched = metrics::Global().GetCounter(
+      "buildcachefs_store_fetched_bytes_total",
+      "Bytes fetched from sources into the content store (parts written and recorded).");
+  metrics::Counter* failures = metrics::Global().GetCounter(
+      "buildcachefs_store_fetch_failures_total",
+      "Fetches into the content store that failed (the open got an error).");
+  metrics::Counter* mismatches = metrics::Global().GetCounter(
+      "buildcachefs_store_digest_mismatches_total",
+      "Fetched blobs whose bytes did not hash to their digest (discarded).");
+  metrics::Gauge* in_flight = metrics::Global().GetGauge(
+      "buildcachefs_store_fetches_in_flight", "Blobs being fetched into the content store now.");
+};
+
+StoreMetrics& Metrics() {
+  static StoreMetrics* m = new StoreMetrics();
+  return *m;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -415,7 +445,8 @@ Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
     return InvalidArgumentError("blob " + digest.ToString() + ": size " + std::to_string(size) +
                                 " is too large");
   }
-  for (;;) {
+  StoreMetrics& m = Metrics();
+  for (bool first = true;; first = false) {
     std::shared_ptr<Flight> flight;
     bool leader = false;
     {
@@ -425,12 +456,14 @@ Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
         flight = it->second;
       } else {
         Result<int> fd = OpenCompleteLocked(digest, size);
+        if (fd.ok() && *fd >= 0 && first) m.hits->Inc();
         if (!fd.ok() || *fd >= 0) return fd;
         flight = std::make_shared<Flight>();
         flights_.emplace(digest, flight);
         leader = true;
       }
     }
+    (leader ? m.misses : m.joins)->Inc();
     if (!leader) {
       std::unique_lock<std::mutex> lock(flight->mu);
       flight->cv.wait(lock, [&] { return flight->done; });
@@ -438,7 +471,10 @@ Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
       continue;  // open the blob the leader promoted (checking our size)
     }
 
+    m.in_flight->Add(1);
     Status st = FetchAndPromote(digest, size, fetch, *flight);
+    m.in_flight->Add(-1);
+    if (!st.ok()) m.failures->Inc();
     Result<int> out = st.ok() ? Result<int>(-1) : Result<int>(st);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -485,6 +521,7 @@ Status ContentStore::FetchAndPromote(const Digest& digest, uint64_t size, const 
       return OkStatus();
     }
     partial.reset();
+    Metrics().mismatches->Inc();
     LOG_WARNING("blob " << digest.ToString() << " fetched from the source hashes to "
                         << got.ToString() << " (attempt " << attempt << " of " << opts_.attempts
                         << "): discarding its data");
@@ -634,6 +671,7 @@ Status ContentStore::FillAndHash(const Digest& digest, uint64_t size, const Fetc
         std::lock_guard<std::mutex> lock(mu);
         if (st.ok()) {
           present[i] = true;
+          Metrics().fetched->Inc(len);
         } else if (error.ok()) {
           error =
               st.WithContext("part " + std::to_string(i) + " (bytes " + std::to_string(off) + "-" +

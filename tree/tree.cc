@@ -19,6 +19,7 @@
 #include "backends/naming.h"
 #include "core/base64.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "formats/compression.h"
 #include "formats/estargz.h"
 #include "formats/tar.h"
@@ -37,7 +38,7 @@ TimeNs Now() {
 }
 
 // Where a file's bytes come from.
-enum class Content { kNone, kBytes, kBlob, kStatus, kLazy, kLayerFile };
+enum class Content { kNone, kBytes, kBlob, kStatus, kMetrics, kLazy, kLayerFile };
 
 // A blob of one source, shared by every node that serves it.
 struct BlobRef {
@@ -759,6 +760,19 @@ struct Tree::Impl {
   std::string derived_dir;
   TimeNs mount_time = 0;
   std::shared_ptr<LayerCounters> layer_counters = std::make_shared<LayerCounters>();
+  // The layer counters in .buildcachefs/metrics (summed over the trees alive).
+  metrics::ScopedCollector layer_metrics{[lc = layer_counters](metrics::Sink& s) {
+    s.Counter("buildcachefs_layer_indexing_passes_total",
+              "Decompression passes that indexed a layer.", {}, lc->passes.load());
+    s.Counter("buildcachefs_layer_index_loads_total",
+              "Layers listed from the index without a decompression pass.", {}, lc->loaded.load());
+    s.Counter("buildcachefs_layer_inflated_bytes_total", "Bytes decompressed to serve reads.", {},
+              lc->inflated.load());
+    s.Counter("buildcachefs_layer_estargz_toc_listings_total",
+              "eStargz layers listed from their table of contents.", {}, lc->toc_listed.load());
+    s.Counter("buildcachefs_layer_estargz_chunk_bytes_total",
+              "Compressed bytes fetched for eStargz chunks.", {}, lc->chunk_bytes.load());
+  }};
 
   // GC service hooks and state.
   index::AccessBatcher accesses;
@@ -2228,6 +2242,8 @@ struct Tree::Impl {
           a.size = n.blob->size;
         else if (n.content == Content::kStatus)
           a.size = StatusJson().size();
+        else if (n.content == Content::kMetrics)
+          a.size = metrics::Global().Render().size();
         else if (n.content == Content::kLazy)
           a.size = const_cast<Node&>(n).Rendered()->size();
         else if (n.content == Content::kLayerFile)
@@ -2272,6 +2288,8 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
   Node* meta = im.Add(r, ".buildcachefs", Kind::kDir, im.mount_time, CachePolicy::kDirect);
   Node* status = im.Add(meta, "status.json", Kind::kFile, im.mount_time, CachePolicy::kDirect);
   status->content = Content::kStatus;
+  Node* prom = im.Add(meta, "metrics", Kind::kFile, im.mount_time, CachePolicy::kDirect);
+  prom->content = Content::kMetrics;
   return t;
 }
 
@@ -2391,6 +2409,9 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
     case Content::kStatus:
       return std::unique_ptr<OpenFile>(
           new BytesFile(std::make_shared<const std::string>(impl_->StatusJson())));
+    case Content::kMetrics:
+      return std::unique_ptr<OpenFile>(
+          new BytesFile(std::make_shared<const std::string>(metrics::Global().Render())));
     case Content::kBlob: {
       auto fd = impl_->OpenVerified(*n->blob);
       if (!fd.ok())

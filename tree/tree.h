@@ -8,6 +8,7 @@
 //                       [inline-records.json], layers/NNN-<hex12> -> blob
 //   <source>/history/<hex>/...             same shape, for unreachable manifests
 //   .buildcachefs/status.json              rendered when read
+//   .buildcachefs/metrics                  Prometheus text (core/metrics.h), rendered when read
 //
 // Inode numbers are derived from the path, so they are stable across remounts.
 // Nodes are created once and never freed while the tree lives, so the FUSE

@@ -120,6 +120,29 @@ TEST_F(TreeTest, SourceFolderIsAnOciLayoutWithRefsHistoryAndStatus) {
   EXPECT_EQ(status["sources"][0]["refs"], 2);
 }
 
+TEST_F(TreeTest, MetricsFileRendersTheProcessRegistryWithThisTreesLayerCounters) {
+  auto t = Build();
+  EXPECT_EQ(Names(*t, ".buildcachefs"), (std::vector<std::string>{"metrics", "status.json"}));
+  auto attr = t->Resolve(".buildcachefs/metrics");
+  ASSERT_TRUE(attr.ok());
+  EXPECT_EQ(attr->cache, CachePolicy::kDirect);
+  const std::string text = ReadAll(*t, ".buildcachefs/metrics");
+  EXPECT_NE(text.find("# TYPE buildcachefs_layer_indexing_passes_total counter\n"
+                      "buildcachefs_layer_indexing_passes_total 0\n"),
+            std::string::npos)
+      << text;
+  // Two trees alive: one family, one sample (their sum), not two.
+  {
+    auto other = Build();
+    const std::string both = ReadAll(*t, ".buildcachefs/metrics");
+    const std::string sample = "\nbuildcachefs_layer_index_loads_total 0\n";
+    const size_t at = both.find(sample);
+    ASSERT_NE(at, std::string::npos) << both;
+    EXPECT_EQ(both.find(sample, at + 1), std::string::npos) << both;
+  }
+  EXPECT_EQ(text, ReadAll(*t, ".buildcachefs/metrics"));
+}
+
 TEST_F(TreeTest, IndexJsonListsRefsSortedWithVerbatimDescriptors) {
   auto t = Build();
   auto index = nlohmann::json::parse(ReadAll(*t, "cache/index.json"));
@@ -212,7 +235,7 @@ TEST_F(TreeTest, VerificationIsRememberedAndSingleFlight) {
 TEST_F(TreeTest, InodeNumbersAreStableAcrossBuilds) {
   auto a = Build(), b = Build();
   for (const char* p : {"cache", "cache/refs/latest/manifest.json", "cache/index.json",
-                        ".buildcachefs/status.json"}) {
+                        ".buildcachefs/status.json", ".buildcachefs/metrics"}) {
     EXPECT_EQ(a->Resolve(p)->ino, b->Resolve(p)->ino) << p;
   }
   EXPECT_EQ(a->Resolve("")->ino, Tree::kRootIno);

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "core/metrics.h"
 
 namespace bcfs::http {
 namespace {
@@ -454,9 +456,67 @@ std::optional<long> RetryAfterSeconds(std::string_view value, std::time_t now) {
   return when > now ? static_cast<long>(when - now) : 0L;
 }
 
+// The client's metrics, labelled with Options::metrics_backend (the source
+// type, never a URL). Exchange counters by method and status class are
+// registered on first use and kept.
+class ClientMetrics {
+ public:
+  explicit ClientMetrics(std::string backend)
+      : backend_(std::move(backend)),
+        retries_(metrics::Global().GetCounter(
+            "buildcachefs_http_retries_total",
+            "HTTP attempts that failed transiently and were tried again, by backend.",
+            {{"backend", backend_}})),
+        errors_(metrics::Global().GetCounter(
+            "buildcachefs_http_errors_total",
+            "HTTP requests that failed for good (after their retries), by backend.",
+            {{"backend", backend_}})),
+        received_(metrics::Global().GetCounter(
+            "buildcachefs_http_received_bytes_total",
+            "Response body bytes received over HTTP, by backend.", {{"backend", backend_}})),
+        latency_(metrics::Global().GetHistogram(
+            "buildcachefs_http_exchange_duration_seconds",
+            "Time of one HTTP exchange (one attempt or redirect hop), by backend.",
+            metrics::LatencyBuckets(), {{"backend", backend_}})) {}
+
+  // One exchange: `status` 0 when no HTTP answer came.
+  void Exchange(std::string_view method, long status, uint64_t body_bytes,
+                std::chrono::steady_clock::time_point start) {
+    static constexpr std::string_view kMethods[] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
+    size_t m = 0;
+    while (m + 1 < std::size(kMethods) && kMethods[m] != method) ++m;
+    const size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;
+    std::atomic<metrics::Counter*>& slot = exchanges_[m * 6 + cls];
+    metrics::Counter* c = slot.load(std::memory_order_acquire);
+    if (c == nullptr) {
+      c = metrics::Global().GetCounter(
+          "buildcachefs_http_requests_total",
+          "HTTP exchanges (attempts and redirect hops), by backend, method and status class "
+          "(\"error\": no HTTP answer).",
+          {{"backend", backend_},
+           {"method", std::string(kMethods[m])},
+           {"code", cls == 0 ? "error" : std::to_string(cls) + "xx"}});
+      slot.store(c, std::memory_order_release);
+    }
+    c->Inc();
+    received_->Inc(body_bytes);
+    latency_->ObserveSince(start);
+  }
+  void Retry() { retries_->Inc(); }
+  void Error() { errors_->Inc(); }
+
+ private:
+  const std::string backend_;
+  metrics::Counter* const retries_;
+  metrics::Counter* const errors_;
+  metrics::Counter* const received_;
+  metrics::Histogram* const latency_;
+  std::array<std::atomic<metrics::Counter*>, 5 * 6> exchanges_{};
+};
+
 class Client::Impl {
  public:
-  explicit Impl(Options o) : opts(std::move(o)) {
+  explicit Impl(Options o) : opts(std::move(o)), metrics(opts.metrics_backend) {
     GlobalInit();
     share_ = curl_share_init();
     BCFS_CHECK(share_ != nullptr);
@@ -523,6 +583,7 @@ class Client::Impl {
   }
 
   const Options opts;
+  ClientMetrics metrics;
   Status init_status;  // a bad ca_file: every request fails with it
 
  private:
@@ -566,12 +627,16 @@ Client::Client(Options opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
 Client::~Client() = default;
 
 Result<Response> Client::Do(const Request& req) {
-  return Execute(req, nullptr, /*streaming=*/false);
+  Result<Response> r = Execute(req, nullptr, /*streaming=*/false);
+  if (!r.ok()) impl_->metrics.Error();
+  return r;
 }
 
 Result<Response> Client::Stream(const Request& req,
                                 const std::function<bool(std::string_view)>& sink) {
-  return Execute(req, sink, /*streaming=*/true);
+  Result<Response> r = Execute(req, sink, /*streaming=*/true);
+  if (!r.ok()) impl_->metrics.Error();
+  return r;
 }
 
 Result<Response> Client::Execute(const Request& req,
@@ -684,6 +749,7 @@ Result<Response> Client::Execute(const Request& req,
       }
     }
 
+    const auto started = std::chrono::steady_clock::now();
     CURLcode rc = curl_easy_perform(h);
     long os_errno = 0;
     curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
@@ -691,6 +757,7 @@ Result<Response> Client::Execute(const Request& req,
     impl_->Release(h);
     curl_slist_free_all(list);
     attempts_.fetch_add(1);
+    impl_->metrics.Exchange(method, a.status, a.received, started);
 
     if (rc == CURLE_WRITE_ERROR && a.finished_early) rc = CURLE_OK;
     if (rc == CURLE_OK && !a.decided) a.Decide();
@@ -751,6 +818,7 @@ Result<Response> Client::Execute(const Request& req,
                       << (progress.delivered > 0 ? " from byte " + std::to_string(progress.next)
                                                  : std::string()));
       retries_.fetch_add(1);
+      impl_->metrics.Retry();
       if (wait_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
       continue;
     }

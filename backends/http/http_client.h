@@ -93,6 +93,9 @@ struct Options {
   long base_backoff_ms = 200, max_backoff_ms = 10000;
   long max_retry_after_s = 60;  // cap on a server's Retry-After
   std::string user_agent = "buildcachefs/0.1";
+  // The `backend` label of this client's metrics (core/metrics.h): the
+  // source type ("registry", "s3", ...), never a URL or anything secret.
+  std::string metrics_backend = "other";
 };
 
 class Client {

@@ -741,10 +741,11 @@ class Base(unittest.TestCase):
             st = os.lstat(meta)
             self.assertEqual((st.st_mode, st.st_nlink, st.st_uid, st.st_gid),
                              (stat.S_IFDIR | 0o555, 2, 0, 0))
-            self.assertEqual(os.listdir(meta), ["status.json"])
-            st = os.lstat(os.path.join(meta, "status.json"))
-            self.assertEqual((st.st_mode, st.st_nlink, st.st_uid, st.st_gid),
-                             (stat.S_IFREG | 0o444, 1, 0, 0))
+            self.assertEqual(sorted(os.listdir(meta)), ["metrics", "status.json"])
+            for name in ("metrics", "status.json"):
+                st = os.lstat(os.path.join(meta, name))
+                self.assertEqual((st.st_mode, st.st_nlink, st.st_uid, st.st_gid),
+                                 (stat.S_IFREG | 0o444, 1, 0, 0))
             return json.loads(read_all(os.path.join(meta, "status.json")))
 
 
