@@ -52,6 +52,8 @@
 #include "cli/gc_service.h"
 #include "cli/refresh_service.h"
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/metrics_http.h"
 #include "core/paths.h"
 #include "fs/fuse_fs.h"
 #include "index/index.h"
@@ -110,6 +112,12 @@ Options:
                         only on SIGHUP, the default); -o refresh=DUR says the
                         same in an fstab line
   --log-level LEVEL     debug, info, warning (default), error
+  --metrics-addr HOST:PORT
+                        also serve the Prometheus metrics of
+                        .buildcachefs/metrics over HTTP at
+                        http://HOST:PORT/metrics, bound to exactly that
+                        address (e.g. 127.0.0.1:9101); also -o
+                        metrics_addr=HOST:PORT and the config's metrics_addr
   -h, --help            this text
 
 Unmount with `fusermount3 -u MOUNTPOINT` (or `umount MOUNTPOINT` as root), or
@@ -209,6 +217,7 @@ struct Plan {
   // line (--refresh-interval, -o refresh=) or else the config's.
   std::chrono::nanoseconds refresh_interval{0};
   bool cli_refresh = false;
+  std::string metrics_addr;  // "" = no metrics listener
   // For SIGHUP: the config file (absolute; "" without --config), what it
   // said at start, and the log level the command line fixed (it wins).
   std::string config_path;
@@ -400,6 +409,7 @@ class ServiceThread {
     if (fresh->mountpoint != config_.mountpoint) later.push_back("mountpoint");
     if (fresh->state_dir != config_.state_dir) later.push_back("state_dir");
     if (fresh->options != config_.options) later.push_back("options");
+    if (fresh->metrics_addr != config_.metrics_addr) later.push_back("metrics_addr");
     if (fresh->sources != config_.sources) later.push_back("source");
     if (fresh->gc_text != config_.gc_text) later.push_back("gc");
     if (fresh->gc_interval != config_.gc_interval) later.push_back("gc_interval");
@@ -527,6 +537,13 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   BCFS_RETURN_IF_ERROR(gc_service->Start());
   const size_t n = plan.specs.size();
   const std::string& mnt = plan.mount.mountpoint;
+  // Listening before READY=1, so a scrape right after start-up is answered.
+  std::unique_ptr<metrics::HttpServer> metrics_server;
+  if (!plan.metrics_addr.empty()) {
+    BCFS_ASSIGN_OR_RETURN(metrics_server,
+                          metrics::HttpServer::Start(plan.metrics_addr,
+                                                     [] { return metrics::Global().Render(); }));
+  }
   // Timer refreshes say what they did in the STATUS= line (SIGHUP's own
   // refresh goes with its READY=1).
   RefreshService refresh(
@@ -545,6 +562,7 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   });
   service.Stop();
   refresh.Stop();
+  if (metrics_server) metrics_server->Stop();
   if (st.ok()) LOG_INFO("unmounted " << mnt);
   gc_service.reset();
   // The tree goes before the index and the store it keeps pointers to.
@@ -646,7 +664,7 @@ int WaitForDaemon(pid_t pid, int report_fd) {
 int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
   auto args = ParseArgs(SplitGluedOptions(argv),
                         {"-o", "--state-dir", "--log-level", "--gc-config", "--gc-interval",
-                         "--config", "--refresh-interval"},
+                         "--config", "--refresh-interval", "--metrics-addr"},
                         {"-f", "-d", "--no-gc"});
   if (!args.ok()) {
     std::cerr << "buildcachefs mount: " << args.status().message() << "\n\n" << kMountHelp;
@@ -749,6 +767,21 @@ int RunMount(const std::vector<std::string>& argv, bool fuse3_form) {
     }
     plan.refresh_interval = std::chrono::nanoseconds(*d);
     plan.cli_refresh = true;
+  }
+  // metrics_addr=HOST:PORT is ours, not a mount option (fstab's way to say
+  // --metrics-addr); the last one wins, the flag over it, it over the config.
+  plan.metrics_addr = plan.config.metrics_addr;
+  std::erase_if(plan.mount.options, [&plan](const std::string& o) {
+    if (o.rfind("metrics_addr=", 0) != 0) return false;
+    plan.metrics_addr = o.substr(std::strlen("metrics_addr="));
+    return true;
+  });
+  if (args->options.count("--metrics-addr")) plan.metrics_addr = args->Option("--metrics-addr");
+  if (!plan.metrics_addr.empty()) {
+    if (Status st = metrics::ValidateListenAddress(plan.metrics_addr); !st.ok()) {
+      std::cerr << "buildcachefs mount: " << st.message() << "\n";
+      return kExitUsage;
+    }
   }
   auto effective = fs::EffectiveOptions(plan.mount.options);
   if (!effective.ok()) {

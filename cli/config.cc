@@ -7,11 +7,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/metrics_http.h"
+
 namespace bcfs::cli {
 namespace {
 
 constexpr char kTopKeys[] =
-    "mountpoint, state_dir, options, source, gc, gc_interval, refresh_interval, log_level";
+    "mountpoint, state_dir, options, source, gc, gc_interval, refresh_interval, log_level, "
+    "metrics_addr";
 
 std::string TypeName(const toml::node& n) {
   switch (n.type()) {
@@ -218,6 +221,12 @@ Result<ServiceConfig> ParseServiceConfig(std::string_view toml_text, std::string
                        "unknown log level \"" + v + "\" (want debug, info, warning or error)");
       }
       cfg.log_level = level;
+    } else if (k == "metrics_addr") {
+      BCFS_ASSIGN_OR_RETURN(std::string v, StringValue(file_name, node, k));
+      if (Status st = metrics::ValidateListenAddress(v); !st.ok()) {
+        return ErrorAt(file_name, node.source(), k, st.message());
+      }
+      cfg.metrics_addr = std::move(v);
     } else {
       return ErrorAt(file_name, key.source(), "",
                      "unknown key \"" + k + "\" (want " + kTopKeys + ")");

@@ -5,6 +5,7 @@
 //   state_dir = "/var/lib/buildcachefs"
 //   options = ["allow_other", "noatime"]        # mount options, as -o
 //   log_level = "info"                          # debug, info, warning, error
+//   metrics_addr = "127.0.0.1:9101"             # as --metrics-addr
 //   gc_interval = "60s"                         # as --gc-interval
 //   refresh_interval = "5m"                     # as --refresh-interval
 //   [[source]]
@@ -53,6 +54,7 @@ struct ServiceConfig {
   // How often the mount re-reads refs (as --refresh-interval; 0 = off).
   std::optional<gc::DurationNs> refresh_interval;
   std::optional<log::Level> log_level;
+  std::string metrics_addr;  // "" = no metrics listener
 };
 
 // Parses TOML text. `base_dir` is what relative paths are taken from.

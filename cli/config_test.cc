@@ -22,6 +22,7 @@ TEST(ServiceConfig, EveryKeyIsReadAndRelativePathsAreTakenFromTheFilesDirectory)
 state_dir = "state"
 options = ["allow_other", "noatime"]
 log_level = "info"
+metrics_addr = "127.0.0.1:9101"
 gc_interval = "30s"
 refresh_interval = 300
 
@@ -44,6 +45,7 @@ maxUsedSpace = "1GB"
   ASSERT_TRUE(c->options.has_value());
   EXPECT_EQ(*c->options, (std::vector<std::string>{"allow_other", "noatime"}));
   EXPECT_EQ(c->log_level, log::Level::kInfo);
+  EXPECT_EQ(c->metrics_addr, "127.0.0.1:9101");
   EXPECT_EQ(c->gc_interval, 30 * gc::kSecond);
   EXPECT_EQ(c->refresh_interval, 300 * gc::kSecond);
   ASSERT_EQ(c->sources.size(), 2u);
@@ -85,7 +87,7 @@ TEST(ServiceConfig, BadTomlNamesLineAndColumn) {
 TEST(ServiceConfig, UnknownKeysAreErrorsAtTheirPlace) {
   EXPECT_EQ(ErrorOf("mountpoint = \"/mnt\"\n  mountpont = \"/x\"\n"),
             "bcfs.toml:2:3: unknown key \"mountpont\" (want mountpoint, state_dir, options, "
-            "source, gc, gc_interval, refresh_interval, log_level)");
+            "source, gc, gc_interval, refresh_interval, log_level, metrics_addr)");
   EXPECT_EQ(ErrorOf("[gc]\nenabled = true\nkeepStorage = 1\n"),
             "bcfs.toml:3:15: gc.keepStorage: unknown key ([gc] has enabled, reservedSpace, "
             "maxUsedSpace, minFreeSpace, gckeepstorage and [[gc.policy]] tables)");
@@ -123,6 +125,12 @@ TEST(ServiceConfig, BadValuesNameTheirPlace) {
             "bcfs.toml:1:11: options: expected an array of strings, got a string");
   EXPECT_EQ(ErrorOf("options = [\"ro\", 1]\n"),
             "bcfs.toml:1:18: options[1]: expected a string, got an integer");
+  EXPECT_EQ(ErrorOf("metrics_addr = \"0.0.0.0\"\n"),
+            "bcfs.toml:1:16: metrics_addr: metrics address \"0.0.0.0\": no port (want HOST:PORT "
+            "with an IP address or localhost)");
+  EXPECT_EQ(ErrorOf("metrics_addr = \"metrics.example:9101\"\n"),
+            "bcfs.toml:1:16: metrics_addr: metrics address \"metrics.example:9101\": not an IP "
+            "address (want HOST:PORT with an IP address or localhost)");
   EXPECT_EQ(ErrorOf("mountpoint = 3\n"),
             "bcfs.toml:1:14: mountpoint: expected a string, got an integer");
 }

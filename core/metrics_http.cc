@@ -44,16 +44,15 @@ std::string Reply(std::string_view status, std::string_view content_type, const 
   return out;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& addr,
-                                                      std::function<std::string()> render) {
+// HOST:PORT as a socket address.
+Status ParseAddress(const std::string& addr, sockaddr_storage* ss, socklen_t* len) {
   auto bad = [&addr](std::string_view why) {
     return InvalidArgumentError("metrics address \"" + addr + "\": " + std::string(why) +
                                 " (want HOST:PORT with an IP address or localhost)");
   };
   const size_t colon = addr.rfind(':');
-  if (colon == std::string::npos || colon == 0) return bad("no host");
+  if (colon == std::string::npos) return bad("no port");
+  if (colon == 0) return bad("no host");
   std::string host = addr.substr(0, colon);
   const std::string port_text = addr.substr(colon + 1);
   if (port_text.empty() || port_text.size() > 5 ||
@@ -62,24 +61,40 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& addr,
     return bad("bad port");
   }
   const auto port = static_cast<uint16_t>(std::stoul(port_text));
-  sockaddr_storage ss{};
-  socklen_t len = 0;
+  *ss = sockaddr_storage{};
   if (host == "localhost") host = "127.0.0.1";
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(ss);
     a6->sin6_family = AF_INET6;
     a6->sin6_port = htons(port);
     if (::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a6->sin6_addr) != 1) {
       return bad("not an IPv6 address");
     }
-    len = sizeof *a6;
+    *len = sizeof *a6;
   } else {
-    auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* a4 = reinterpret_cast<sockaddr_in*>(ss);
     a4->sin_family = AF_INET;
     a4->sin_port = htons(port);
     if (::inet_pton(AF_INET, host.c_str(), &a4->sin_addr) != 1) return bad("not an IP address");
-    len = sizeof *a4;
+    *len = sizeof *a4;
   }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ValidateListenAddress(const std::string& addr) {
+  sockaddr_storage ss;
+  socklen_t len;
+  return ParseAddress(addr, &ss, &len);
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& addr,
+                                                      std::function<std::string()> render) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  BCFS_RETURN_IF_ERROR(ParseAddress(addr, &ss, &len));
+  const size_t colon = addr.rfind(':');
   const int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return ErrnoError(errno, "metrics socket");
   const int one = 1;

@@ -22,6 +22,10 @@
 
 namespace bcfs::metrics {
 
+// OK when `addr` is a HOST:PORT that HttpServer::Start accepts; else its
+// kInvalidArgument error.
+Status ValidateListenAddress(const std::string& addr);
+
 class HttpServer {
  public:
   // Binds and listens on `addr` ("127.0.0.1:9101", "[::1]:9101",

@@ -333,6 +333,7 @@ ContentStore::~ContentStore() { ::close(lock_fd_); }
 
 Result<std::unique_ptr<ContentStore>> ContentStore::Open(const std::string& dir,
                                                          StoreOptions opts) {
+  Metrics();  // registered now, so that a scrape shows zeros before the first fetch
   if (opts.part_size == 0 || opts.parallel < 1 || opts.attempts < 1) {
     return InvalidArgumentError("content store " + dir +
                                 ": part_size, parallel and attempts must be positive");
