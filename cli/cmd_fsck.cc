@@ -38,6 +38,13 @@ check. Stray files are reported too.
 With --repair, what is wrong is removed (blobs are fetched again, derived copies
 made again, on demand). Repair needs the content store: unmount first.
 
+Options:
+  --state-dir DIR       the state dir (default as for mount)
+  --repair              remove what is wrong
+  --format table|json   lines for people (default) or JSON for scripts
+  --log-level LEVEL     debug, info, warning (default), error
+  -h, --help            this text
+
 Exit status: 0 sound (or everything repaired), 1 problems remain, 2 usage error.
 )";
 

@@ -49,6 +49,8 @@ Options:
   --max-used-space SIZE   evict until the store is under SIZE ("10GB", "20%")
   --dry-run               print the plan, remove nothing
   --format table|json     output format (default table)
+  --log-level LEVEL       debug, info, warning (default), error
+  -h, --help              this text
 
 Exit status: 0 done, 1 some evictions failed (named), 2 usage error.
 )";
