@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/metrics.h"
 #include "store/content_store.h"
 
 namespace bcfs::store {
@@ -184,6 +185,18 @@ class StoreTest : public ::testing::Test {
   std::string dir_;
 };
 
+// The store's process-wide counters (core/metrics.h), for deltas.
+struct StoreCounts {
+  uint64_t hits, misses, joins, fetched;
+  int64_t in_flight;
+  static StoreCounts Now() {
+    auto c = [](const char* name) { return metrics::Global().GetCounter(name, "")->Value(); };
+    return {c("buildcachefs_store_hits_total"), c("buildcachefs_store_misses_total"),
+            c("buildcachefs_store_fetch_joins_total"), c("buildcachefs_store_fetched_bytes_total"),
+            metrics::Global().GetGauge("buildcachefs_store_fetches_in_flight", "")->Value()};
+  }
+};
+
 TEST_F(StoreTest, FetchesAlignedPartsOnceVerifiesAndServesTheBytes) {
   const std::string blob = MakeBlob(10 * kPart + 2048);  // not a multiple of the part size
   const Digest d = Digest::Sha256Of(blob);
@@ -193,8 +206,14 @@ TEST_F(StoreTest, FetchesAlignedPartsOnceVerifiesAndServesTheBytes) {
   EXPECT_EQ(store->CachedBytes(d), 0u);
 
   FakeSource src(blob);
+  const StoreCounts before = StoreCounts::Now();
   auto fd = store->OpenVerified(d, blob.size(), src.Fetch());
   ASSERT_TRUE(fd.ok()) << fd.status().message();
+  const StoreCounts fetched = StoreCounts::Now();
+  EXPECT_EQ(fetched.misses - before.misses, 1u);
+  EXPECT_EQ(fetched.hits - before.hits, 0u);
+  EXPECT_EQ(fetched.fetched - before.fetched, blob.size());
+  EXPECT_EQ(fetched.in_flight, 0);
   EXPECT_EQ(::fcntl(*fd, F_GETFL) & O_ACCMODE, O_RDONLY);
   EXPECT_EQ(ReadAllAndClose(*fd), blob);
   EXPECT_EQ(src.Counts(11), std::vector<int>(11, 1));
@@ -224,6 +243,10 @@ TEST_F(StoreTest, FetchesAlignedPartsOnceVerifiesAndServesTheBytes) {
   ASSERT_TRUE(after_restart.ok());
   EXPECT_EQ(ReadAllAndClose(*after_restart), blob);
   EXPECT_EQ(src.Total(), 11);
+  const StoreCounts after = StoreCounts::Now();
+  EXPECT_EQ(after.hits - before.hits, 2u);
+  EXPECT_EQ(after.misses - before.misses, 1u);
+  EXPECT_EQ(after.fetched - before.fetched, blob.size());
 }
 
 TEST_F(StoreTest, ServesBlobsOfOnePartialPartAndOfExactParts) {
@@ -302,6 +325,7 @@ TEST_F(StoreTest, SixteenConcurrentReadersOfOneColdBlobFetchEachPartOnce) {
   ASSERT_TRUE(store);
   FakeSource src(blob);
   src.delay = std::chrono::milliseconds(3);  // keeps all 16 callers inside the one fetch
+  const StoreCounts before = StoreCounts::Now();
   std::latch start(16);
   std::vector<std::string> got(16);
   std::vector<Status> errors(16);
@@ -325,6 +349,12 @@ TEST_F(StoreTest, SixteenConcurrentReadersOfOneColdBlobFetchEachPartOnce) {
   EXPECT_EQ(src.Counts(13), std::vector<int>(13, 1));
   EXPECT_EQ(src.Total(), 13);
   EXPECT_TRUE(src.Problems().empty());
+  // One fetch; every other caller joined it or, arriving after it, found the blob.
+  const StoreCounts after = StoreCounts::Now();
+  EXPECT_EQ(after.misses - before.misses, 1u);
+  EXPECT_EQ((after.joins - before.joins) + (after.hits - before.hits), 15u);
+  EXPECT_EQ(after.fetched - before.fetched, blob.size());
+  EXPECT_EQ(after.in_flight, 0);
 }
 
 TEST_F(StoreTest, WaitersShareTheLeadersError) {

@@ -22,6 +22,8 @@
 #include <random>
 #include <thread>
 
+#include "core/metrics.h"
+
 extern char** environ;
 
 namespace bcfs::http {
@@ -489,6 +491,36 @@ TEST_F(HttpClientTest, ServiceUnavailableTwiceThenSucceeds) {
   EXPECT_EQ(reqs[2]["status"], 200);
   EXPECT_EQ(client.attempts(), 3u);
   EXPECT_EQ(client.retries(), 2u);
+}
+
+TEST_F(HttpClientTest, MetricsCountExchangesByStatusClassRetriesAndFinalErrors) {
+  auto counter = [](const std::string& name, metrics::Labels labels) {
+    return metrics::Global().GetCounter(name, "", labels)->Value();
+  };
+  auto exchanges = [&](const char* code) {
+    return counter("buildcachefs_http_requests_total",
+                   {{"backend", "t-metrics"}, {"method", "GET"}, {"code", code}});
+  };
+  const metrics::Labels backend = {{"backend", "t-metrics"}};
+  Faults({{{"match", "/small.bin"}, {"action", "status"}, {"status", 503}, {"times", 2}}});
+  Options opts = FastOptions();
+  opts.metrics_backend = "t-metrics";
+  opts.max_attempts = 2;
+  Client client(opts);
+  // 503, 503: the budget of two attempts is spent, a final error.
+  ASSERT_FALSE(client.Do(Get(proxy_->Url("/small.bin"))).ok());
+  // Then 200.
+  auto resp = client.Do(Get(proxy_->Url("/small.bin")));
+  ASSERT_TRUE(resp.ok()) << resp.status().message();
+  EXPECT_EQ(exchanges("5xx"), 2u);
+  EXPECT_EQ(exchanges("2xx"), 1u);
+  EXPECT_EQ(exchanges("4xx"), 0u);
+  EXPECT_EQ(counter("buildcachefs_http_retries_total", backend), 1u);
+  EXPECT_EQ(counter("buildcachefs_http_errors_total", backend), 1u);
+  EXPECT_GE(counter("buildcachefs_http_received_bytes_total", backend), small_->size());
+  const std::string text = metrics::Global().Render();
+  EXPECT_THAT(text, HasSubstr("buildcachefs_http_exchange_duration_seconds_count{backend=\"t-metrics\"} 3\n"));
+  EXPECT_THAT(text, Not(HasSubstr(proxy_->Url("/"))));
 }
 
 TEST_F(HttpClientTest, TooManyRequestsIsRetriedAfterRetryAfter) {
