@@ -70,7 +70,9 @@ TimeNs LastModified(const http::Response& r) {
 class AzblobBackend : public Backend {
  public:
   AzblobBackend(SourceSpec spec, AzblobConfig cfg)
-      : spec_(std::move(spec)), cfg_(std::move(cfg)), client_(http::Options{.metrics_backend = "azblob"}) {}
+      : spec_(std::move(spec)),
+        cfg_(std::move(cfg)),
+        client_(http::Options{.metrics_backend = "azblob"}) {}
 
   std::string Describe() const override { return spec_.Redacted(); }
   bool CheapStat() const override { return false; }

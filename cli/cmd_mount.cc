@@ -540,9 +540,9 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   // Listening before READY=1, so a scrape right after start-up is answered.
   std::unique_ptr<metrics::HttpServer> metrics_server;
   if (!plan.metrics_addr.empty()) {
-    BCFS_ASSIGN_OR_RETURN(metrics_server,
-                          metrics::HttpServer::Start(plan.metrics_addr,
-                                                     [] { return metrics::Global().Render(); }));
+    BCFS_ASSIGN_OR_RETURN(metrics_server, metrics::HttpServer::Start(plan.metrics_addr, [] {
+                            return metrics::Global().Render();
+                          }));
   }
   // Timer refreshes say what they did in the STATUS= line (SIGHUP's own
   // refresh goes with its READY=1).

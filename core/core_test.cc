@@ -92,10 +92,9 @@ std::string LogLinesTo(bool journal, const std::string& stream_value = "") {
   ::dup2(fd, STDERR_FILENO);
   struct stat st {};
   ::fstat(fd, &st);
-  const std::string value =
-      !stream_value.empty()
-          ? stream_value
-          : std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  const std::string value = !stream_value.empty()
+                                ? stream_value
+                                : std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
   if (journal) ::setenv("JOURNAL_STREAM", value.c_str(), 1);
   const bool detected = log::StderrIsJournal();
   log::Write(log::Level::kError, "e1");

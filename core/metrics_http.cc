@@ -108,9 +108,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& addr,
   sockaddr_storage bound{};
   socklen_t blen = sizeof bound;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
-  const uint16_t got = ntohs(bound.ss_family == AF_INET6
-                                 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                 : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  const uint16_t got =
+      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   int wake[2];
   if (::pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     const int err = errno;
@@ -137,7 +137,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& addr,
 
 HttpServer::HttpServer(int listen_fd, int wake_fd[2], uint16_t port,
                        std::function<std::string()> render)
-    : listen_fd_(listen_fd), wake_{wake_fd[0], wake_fd[1]}, port_(port), render_(std::move(render)) {}
+    : listen_fd_(listen_fd),
+      wake_{wake_fd[0], wake_fd[1]},
+      port_(port),
+      render_(std::move(render)) {}
 
 HttpServer::~HttpServer() {
   Stop();
@@ -177,7 +180,8 @@ void HttpServer::Run() {
 
 void HttpServer::Serve(int fd) {
   std::string req;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kClientTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kClientTimeoutMs);
   while (req.find("\r\n\r\n") == std::string::npos) {
     if (req.size() > kMaxRequest) {
       SendAll(fd, Reply("400 Bad Request", "text/plain", "request too large\n", false));

@@ -167,8 +167,7 @@ TEST(HttpServer, AnswersGetMetricsAnd404ElsewhereThenStops) {
   EXPECT_EQ(Exchange(port, "GET / HTTP/1.1\r\n\r\n"),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n"
             "Connection: close\r\n\r\nnot found; try /metrics\n");
-  EXPECT_EQ(Exchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-                .substr(0, 32),
+  EXPECT_EQ(Exchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").substr(0, 32),
             "HTTP/1.1 405 Method Not Allowed\r");
   EXPECT_EQ(Exchange(port, "garbage\r\n\r\n").substr(0, 24), "HTTP/1.1 400 Bad Request");
   EXPECT_EQ(Exchange(port, std::string(10000, 'a')).substr(0, 24), "HTTP/1.1 400 Bad Request");

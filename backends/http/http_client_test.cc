@@ -519,7 +519,9 @@ TEST_F(HttpClientTest, MetricsCountExchangesByStatusClassRetriesAndFinalErrors) 
   EXPECT_EQ(counter("buildcachefs_http_errors_total", backend), 1u);
   EXPECT_GE(counter("buildcachefs_http_received_bytes_total", backend), small_->size());
   const std::string text = metrics::Global().Render();
-  EXPECT_THAT(text, HasSubstr("buildcachefs_http_exchange_duration_seconds_count{backend=\"t-metrics\"} 3\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("buildcachefs_http_exchange_duration_seconds_count{backend=\"t-metrics\"} 3\n"));
   EXPECT_THAT(text, Not(HasSubstr(proxy_->Url("/"))));
 }
 
