@@ -41,12 +41,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "servers"))
 
 import e2e_cli  # noqa: E402
 import mount_test as mt  # noqa: E402
+import gc_test as gt  # noqa: E402
 import registry_test as rt  # noqa: E402
-from registry_harness import Registry  # noqa: E402
 
 ARGS = None
-MIB = 1 << 20
-LAYER = 3 * MIB + 12345  # not a multiple of the 8 MiB part size or of a page
+LAYER = gt.LAYER
 
 
 def free_port():
@@ -201,41 +200,12 @@ class ParserSelfTest(unittest.TestCase):
                 parse_exposition(bad)
 
 
-class Base(rt.Base):
-    reg = None
+class Base(gt.Base):
+    """gc_test's: a registry with basic auth holding a cache of five 3 MiB layers, the
+    docker config for it, mount_gc(state, gc_config, opts), blob(), bytes_of()."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="bcfs-metrics-")
-        cls.addClassCleanup(shutil.rmtree, cls.work, True)
-        cls.reg = Registry("basic")
-        cls.addClassCleanup(cls.reg.stop)
-        cls.reg.start()
-        cls.root = os.path.join(cls.work, "cache")
-        cls.info = rt.make_cache_layout(cls.root, [LAYER] * 3, 17)
-        cls.reg.push_layout(cls.root, "app/cache", tag="main")
-
-    def setUp(self):
-        super().setUp()
-        self.env_ok = self.env(self.docker_config(self.reg))
-        self.source = "type=registry,ref=%s/app/cache:main,as=app" % self.reg.host
-
-    def mount_with(self, extra, state=None):
-        state = state or tempfile.mkdtemp(prefix="state-", dir=self.tmp)
-        mnt = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
-        self._mounts.append(mnt)
-        self.addCleanup(self.unmount, mnt)
-        log = os.path.join(self.tmp, "mount-%d.log" % len(os.listdir(self.tmp)))
-        self.logs[mnt] = log
-        cmd = [ARGS.bin, "mount", "--state-dir", state] + list(extra) + [self.source, mnt]
-        with open(log, "wb") as out:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               timeout=mt.MOUNT_TIMEOUT, env=self.env_ok)
-        self.assertEqual(p.returncode, 0, self.log_of(mnt))
-        return mnt
-
-    def blob(self, mnt, digest):
-        return os.path.join(mnt, "app", "blobs", "sha256", digest.split(":")[1])
+    def mount_with(self, opts, gc_config='[gc]\nenabled = false\n'):
+        return self.mount_gc(tempfile.mkdtemp(prefix="state-", dir=self.tmp), gc_config, opts)
 
     def file_metrics(self, mnt):
         with open(os.path.join(mnt, ".buildcachefs", "metrics")) as f:
@@ -251,9 +221,9 @@ class Base(rt.Base):
 class Metrics(Base):
     def test_exact_store_and_fuse_counters_in_the_file_and_over_http(self):
         port = free_port()
-        mnt = self.mount_with(["--no-gc", "--metrics-addr", "127.0.0.1:%d" % port])
+        mnt = self.mount_with(["--metrics-addr", "127.0.0.1:%d" % port])
         digest = self.info["layers"][0]
-        want = rt.read_layout_blob(self.root, digest)
+        want = self.bytes_of(digest)
         self.assertEqual(len(want), LAYER)
 
         status, ctype, text = scrape(port)
@@ -334,14 +304,11 @@ class Metrics(Base):
 
     def test_gc_evictions_match_status_json(self):
         port = free_port()
-        cfg = os.path.join(self.tmp, "gc.toml")
-        with open(cfg, "w") as fh:
-            fh.write('[gc]\n[[gc.policy]]\nmaxUsedSpace = "5MB"\n')
-        mnt = self.mount_with(["--gc-config", cfg, "--gc-interval", "0",
-                               "-o", "noexec,metrics_addr=127.0.0.1:%d" % port])
-        a, b, _ = self.info["layers"]
+        mnt = self.mount_with(["-o", "noexec,metrics_addr=127.0.0.1:%d" % port],
+                              '[gc]\n[[gc.policy]]\nmaxUsedSpace = "5MB"\n')
+        a, b = self.info["layers"][:2]
         for d in (a, b):  # b crosses 5 MiB: a, not open, is evicted
-            self.assertEqual(mt.read_all(self.blob(mnt, d)), rt.read_layout_blob(self.root, d))
+            self.assertEqual(mt.read_all(self.blob(mnt, d)), self.bytes_of(d))
         with open(os.path.join(mnt, ".buildcachefs", "status.json")) as fh:
             gc = json.load(fh)["gc"]
         m = parse_exposition(scrape(port)[2])
@@ -416,6 +383,7 @@ def setUpModule():
                            skip_outside_ci=True)
     mt.ARGS = ARGS
     rt.ARGS = ARGS
+    gt.ARGS = ARGS
 
 
 if __name__ == "__main__":
