@@ -14,6 +14,8 @@
      answers the moment READY=1 arrives; with $JOURNAL_STREAM naming the daemon's stderr
      its lines carry sd-daemon priorities (<6>, <4>) instead of "buildcachefs: LEVEL:";
      SIGTERM closes the port and exits 0.
+  4. A metrics port already taken fails the mount (exit 1, nothing mounted, the reason
+     printed); a malformed address is a usage error (exit 2).
 
 Needs root (mounts) and docker-registry; outside CI it skips without them, under CI=true
 it fails. Metrics ports are taken from 19300-19399.
@@ -376,6 +378,37 @@ class Service(mt.Base):
                       lines)
         self.assertIn("<6>unmounted " + mnt, lines)
         self.assertEqual([ln for ln in lines if not re.match(r"^<[3467]>", ln)], [])
+
+
+class Refusals(mt.Base):
+    def test_a_taken_port_fails_the_mount_and_a_bad_address_is_a_usage_error(self):
+        cache = os.path.join(self.tmp, "cache")
+        shutil.copytree(os.path.join(ARGS.shared, "fixtures", "buildkit", "local-growth"),
+                        cache, symlinks=True)
+        mnt = os.path.join(self.tmp, "mnt")
+        os.mkdir(mnt)
+        self._mounts.append(mnt)
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen(1)
+        addr = "127.0.0.1:%d" % taken.getsockname()[1]
+
+        def run(*args):
+            return subprocess.run([ARGS.bin, "mount", "--state-dir", os.path.join(self.tmp, "s")]
+                                  + list(args) + ["type=local,src=" + cache, mnt],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=mt.MOUNT_TIMEOUT)
+        p = run("--metrics-addr", addr)
+        self.assertEqual((p.returncode, p.stderr),
+                         (1, "buildcachefs mount: listen for metrics on %s: Address already in "
+                             "use\n" % addr))
+        self.assertFalse(mt.is_mounted(mnt))
+        p = run("-o", "metrics_addr=localhost")
+        self.assertEqual((p.returncode, p.stderr),
+                         (2, 'buildcachefs mount: metrics address "localhost": no port (want '
+                             'HOST:PORT with an IP address or localhost)\n'))
+        self.assertFalse(mt.is_mounted(mnt))
 
 
 def setUpModule():
