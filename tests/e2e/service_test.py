@@ -246,7 +246,7 @@ class Config(Base):
              "maxUsedSpace, minFreeSpace, filters, all, keepBytes)", "6:15"),
             ("unknown_top.toml", 'mountpoint = "mnt"\nstatedir = "x"\n',
              'unknown key "statedir" (want mountpoint, state_dir, options, source, gc, '
-             'gc_interval, refresh_interval, log_level)', "2:1"),
+             'gc_interval, refresh_interval, log_level, metrics_addr)', "2:1"),
             ("bad_source.toml", '[[source]]\nsource = "type=local,src=/x,,"\n',
              "source[0]: source string: field 3 of 4 is empty (a trailing or doubled comma?)",
              "2:10"),
