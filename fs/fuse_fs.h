@@ -2,7 +2,9 @@
 // (docs/TREE.md, DESIGN.md §1.6). It is the only libfuse user; everything it
 // shows comes from the FUSE-free tree, and all it adds is the translation:
 // attributes, timeouts, splice reads, Status -> errno (fs/errno_map.h), and
-// EROFS for every write operation.
+// EROFS for every write operation. Every request is counted by operation and
+// result and timed in the process's metrics (core/metrics.h,
+// buildcachefs_fuse_*).
 //
 // Tree nodes live as long as the tree, so the kernel's lookup counts need no
 // bookkeeping: forget is a no-op and an inode number stays valid for the

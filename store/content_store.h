@@ -36,6 +36,9 @@
 //   - The LOCK flock keeps a second process (or store object) from writing
 //     the same partial files, which would break the argument above.
 //
+// Hits, misses, joined fetches, bytes fetched and fetches in flight are
+// counted in the process's metrics (core/metrics.h, buildcachefs_store_*).
+//
 // Thread-safety: ContentStore is thread-safe. Concurrent OpenVerified calls
 // for one digest share one fetch ("single flight": each part is fetched
 // once); different digests fetch concurrently. The store must outlive every
