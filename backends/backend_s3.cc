@@ -297,14 +297,15 @@ std::string S3Backend::What(const std::string& key) const {
 
 Result<http::Response> S3Backend::Send(const std::string& method, const std::string& key,
                                        const s3::QueryParams& query,
-                                       std::optional<std::pair<uint64_t, uint64_t>> range) {
+                                       std::optional<std::pair<uint64_t, uint64_t>> range,
+                                       const std::function<bool(std::string_view)>* sink) {
   http::Request req;
   req.method = method;
   req.url = loc_.UrlOf(key, s3::CanonicalQuery(query));
   req.range = range;
   req.headers = s3::SignS3Headers(method, loc_.host, loc_.PathOf(key), query, loc_.region, creds_,
                                   WallClockNow());
-  auto resp = client_->Do(req);
+  auto resp = sink != nullptr ? client_->Stream(req, *sink) : client_->Do(req);
   if (!resp.ok()) return resp.status().WithContext(What(key));
   return resp;
 }
@@ -523,6 +524,30 @@ Result<size_t> S3Backend::ReadBlob(const Digest& digest, uint64_t offset, std::s
   size_t n = std::min(resp.body.size(), out.size());
   std::memcpy(out.data(), resp.body.data(), n);
   return n;
+}
+
+Status S3Backend::StreamBlob(const Digest& digest, uint64_t offset, uint64_t length,
+                             const std::function<bool(std::string_view)>& sink) {
+  if (length == 0) return OkStatus();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = docs_.find(digest); it != docs_.end()) {
+      const std::string& b = it->second.bytes;
+      if (offset > b.size() || length > b.size() - offset) {
+        return CorruptError(What("") + ": " + digest.ToString() + " has " +
+                            std::to_string(b.size()) + " bytes, fewer than asked");
+      }
+      if (!sink(std::string_view(b).substr(offset, length))) {
+        return Status(Code::kIo, "the receiver stopped the transfer");
+      }
+      return OkStatus();
+    }
+  }
+  const std::string key = loc_.BlobKey(digest);
+  BCFS_ASSIGN_OR_RETURN(http::Response resp,
+                        Send("GET", key, {}, std::make_pair(offset, offset + length - 1), &sink));
+  if (resp.status != 200 && resp.status != 206) return ErrorOf(resp, "GET", key);
+  return OkStatus();
 }
 
 Result<std::string> S3Backend::ReadDocument(const Digest& digest, uint64_t max_size) {

@@ -128,6 +128,10 @@ class S3Backend : public Backend {
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override;
   bool CheapStat() const override { return false; }
+  // One ranged GET streamed to `sink` (documents from memory).
+  Status StreamBlob(const Digest& digest, uint64_t offset, uint64_t length,
+                    const std::function<bool(std::string_view)>& sink) override;
+  bool Streams() const override { return true; }
   // Deletes <manifests_prefix><name> of each ref named (when it still holds
   // what the descriptor says), then lists the roots afresh.
   Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override;
@@ -144,9 +148,11 @@ class S3Backend : public Backend {
 
   // Signs and sends one request for `key` ("" = the bucket). Transport
   // failures come back as errors naming the bucket and the key.
+  // With `sink`, a 2xx body is streamed to it (http::Client::Stream).
   Result<http::Response> Send(const std::string& method, const std::string& key,
                               const s3::QueryParams& query,
-                              std::optional<std::pair<uint64_t, uint64_t>> range = std::nullopt);
+                              std::optional<std::pair<uint64_t, uint64_t>> range = std::nullopt,
+                              const std::function<bool(std::string_view)>* sink = nullptr);
   // The Status for a non-2xx answer to `method` on `key`.
   Status ErrorOf(const http::Response& resp, const std::string& method, const std::string& key);
   // Every object under `prefix` (all pages).

@@ -207,7 +207,8 @@ int RunWarm(const std::vector<std::string>& argv) {
     progress.StartBlob(done);
     if (tty) progress.Update(0, true);
     auto fd = (*store)->OpenVerified(w.blob.digest, w.blob.size,
-                                     FetchFromBackend(*src->backend, w.blob.digest));
+                                     FetchFromBackend(*src->backend, w.blob.digest),
+                                     StreamFromBackend(*src->backend, w.blob.digest));
     progress.FinishBlob();
     done += w.blob.size;
     if (!fd.ok()) {

@@ -85,6 +85,13 @@ std::vector<const catalog::RefInfo*> SelectRefs(const catalog::SourceInfo& info,
   return out;
 }
 
+store::FetchStream StreamFromBackend(backends::Backend& backend, const Digest& digest) {
+  if (!backend.Streams()) return store::FetchStream();
+  return [&backend, digest](uint64_t off, uint64_t len, const store::ByteSink& sink) {
+    return backend.StreamBlob(digest, off, len, sink);
+  };
+}
+
 store::FetchRange FetchFromBackend(backends::Backend& backend, const Digest& digest) {
   return [&backend, digest](uint64_t off, std::span<char> out) -> Status {
     size_t done = 0;

@@ -68,6 +68,9 @@ std::vector<const catalog::RefInfo*> SelectRefs(const catalog::SourceInfo& info,
 // A store::FetchRange reading `digest` from the backend: exactly out.size()
 // bytes or an error (kCorrupt when the blob ends early).
 store::FetchRange FetchFromBackend(backends::Backend& backend, const Digest& digest);
+// The backend's one-request stream of a blob, or an empty function where the
+// backend does not stream (the store then fetches parts in parallel).
+store::FetchStream StreamFromBackend(backends::Backend& backend, const Digest& digest);
 
 // Left-aligned columns separated by two spaces; columns marked in `right` are
 // right-aligned. rows[0] is the header.

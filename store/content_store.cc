@@ -438,6 +438,11 @@ Result<int> ContentStore::OpenCompleteLocked(const Digest& digest, uint64_t size
 
 Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
                                        const FetchRange& fetch) {
+  return OpenVerified(digest, size, fetch, nullptr);
+}
+
+Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size, const FetchRange& fetch,
+                                       const FetchStream& stream) {
   if (digest.empty()) return InvalidArgumentError("open blob: empty digest");
   if (digest.algorithm() != kAlgorithm) {
     return UnsupportedError("blob " + digest.ToString() + ": only sha256 blobs can be verified");
@@ -473,7 +478,7 @@ Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
     }
 
     m.in_flight->Add(1);
-    Status st = FetchAndPromote(digest, size, fetch, *flight);
+    Status st = FetchAndPromote(digest, size, fetch, stream, *flight);
     m.in_flight->Add(-1);
     if (!st.ok()) m.failures->Inc();
     Result<int> out = st.ok() ? Result<int>(-1) : Result<int>(st);
@@ -498,7 +503,7 @@ Result<int> ContentStore::OpenVerified(const Digest& digest, uint64_t size,
 }
 
 Status ContentStore::FetchAndPromote(const Digest& digest, uint64_t size, const FetchRange& fetch,
-                                     Flight& flight) {
+                                     const FetchStream& stream, Flight& flight) {
   const std::string what = "fetch blob " + digest.ToString();
   const auto start = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
@@ -511,7 +516,7 @@ Status ContentStore::FetchAndPromote(const Digest& digest, uint64_t size, const 
                   << attempt << " of " << opts_.attempts);
     Digest got;
     BCFS_RETURN_IF_ERROR(
-        FillAndHash(digest, size, fetch, flight, *partial, &got).WithContext(what));
+        FillAndHash(digest, size, fetch, stream, flight, *partial, &got).WithContext(what));
     if (got == digest) {
       BCFS_RETURN_IF_ERROR(Promote(digest, *partial).WithContext(what));
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -624,7 +629,8 @@ void ContentStore::ReportProgress(const Digest& digest, uint64_t size, Flight& f
 }
 
 Status ContentStore::FillAndHash(const Digest& digest, uint64_t size, const FetchRange& fetch,
-                                 Flight& flight, Partial& partial, Digest* got) {
+                                 const FetchStream& stream, Flight& flight, Partial& partial,
+                                 Digest* got) {
   const uint64_t part_size = opts_.part_size;
   const uint64_t nparts = PartCount(size, part_size);
   const std::string data_path = layout_.PartialData(digest);
@@ -687,18 +693,142 @@ Status ContentStore::FillAndHash(const Digest& digest, uint64_t size, const Fetc
     }
   };
 
+  // Streaming: one thread receives each run of missing parts in one request
+  // and writes the bytes where they belong as they arrive; a second syncs
+  // the data and records the parts completed meanwhile (one fdatasync for
+  // all of them), so the transfer never waits for the disk.
+  std::vector<uint64_t> written;  // GUARDED_BY(mu): parts whose bytes are all written
+  bool streaming_done = false;    // GUARDED_BY(mu)
+  auto syncer = [&] {
+    for (;;) {
+      std::vector<uint64_t> batch;
+      bool last = false;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !written.empty() || streaming_done; });
+        batch.swap(written);
+        last = streaming_done;
+      }
+      Status st;
+      if (!batch.empty()) {
+        st = SyncFd(partial.data.get(), true, data_path);
+        std::string lines;
+        for (uint64_t i : batch) lines += PartLine(i);
+        if (st.ok()) st = AppendAll(partial.ranges.get(), lines, ranges_path);
+        if (st.ok()) st = SyncFd(partial.ranges.get(), true, ranges_path);
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (st.ok()) {
+          for (uint64_t i : batch) {
+            present[i] = true;
+            Metrics().fetched->Inc(PartLen(i, size, part_size));
+          }
+        } else if (error.ok()) {
+          error = st;
+        }
+      }
+      cv.notify_all();
+      if (st.ok() && !batch.empty()) {
+        for (uint64_t i : batch) flight.present += PartLen(i, size, part_size);
+        ReportProgress(digest, size, flight);
+      }
+      if (last || !st.ok()) return;
+    }
+  };
+  auto streamer = [&] {
+    Status st;
+    uint64_t i = 0;
+    int stalled = 0;  // failed requests in a row that brought no new part
+    while (st.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error.ok()) break;
+      }
+      while (i < nparts && partial.present[i]) ++i;
+      if (i >= nparts) break;
+      uint64_t j = i;
+      while (j < nparts && !partial.present[j]) ++j;
+      // Parts [i, j): one request; bytes go to their place as they come.
+      const uint64_t first = i * part_size;
+      const uint64_t end = (j - 1) * part_size + PartLen(j - 1, size, part_size);
+      uint64_t pos = first;
+      Status werr;
+      auto sink = [&](std::string_view bytes) {
+        if (bytes.size() > end - pos) bytes = bytes.substr(0, static_cast<size_t>(end - pos));
+        werr = PwriteAll(partial.data.get(), bytes.data(), bytes.size(), pos, data_path);
+        if (!werr.ok()) return false;
+        const uint64_t before = pos / part_size;
+        pos += bytes.size();
+        const uint64_t complete = pos == size ? nparts : pos / part_size;
+        if (complete > before) {
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            for (uint64_t k = before; k < complete; ++k) written.push_back(k);
+            if (!error.ok()) return false;
+          }
+          cv.notify_all();
+        }
+        return true;
+      };
+      Status got;
+      try {
+        got = stream(first, end - first, sink);
+      } catch (...) {
+        got = InternalError("the fetch threw an exception");
+      }
+      if (!werr.ok()) got = werr;
+      const uint64_t reached = pos == size ? nparts : pos / part_size;
+      if (got.ok() && pos < end) {
+        got = CorruptError("the source ended the transfer at byte " + std::to_string(pos) +
+                           ", before byte " + std::to_string(end));
+      }
+      if (!got.ok()) {
+        // Resume from the first part not yet written, with a new request,
+        // while requests keep bringing parts.
+        stalled = reached > i ? 0 : stalled + 1;
+        if (stalled >= 2) {
+          st = got.WithContext("bytes " + std::to_string(pos) + "-" + std::to_string(end) + " of " +
+                               std::to_string(size));
+          break;
+        }
+        LOG_INFO("blob " << digest.ToString() << ": " << got.message()
+                         << "; asking again from byte " << reached * part_size);
+      }
+      i = std::max(i, reached);
+      if (got.ok()) i = j;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!st.ok() && error.ok()) error = st;
+      streaming_done = true;
+    }
+    cv.notify_all();
+  };
+
   const uint64_t missing =
       static_cast<uint64_t>(std::count(partial.present.begin(), partial.present.end(), false));
   const uint64_t nworkers = std::min<uint64_t>(static_cast<uint64_t>(opts_.parallel), missing);
   std::vector<std::thread> workers;
-  for (uint64_t w = 0; w < nworkers; ++w) {
-    try {
-      workers.emplace_back(work);
-    } catch (const std::system_error& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (error.ok()) error = InternalError(std::string("start a fetch thread: ") + e.what());
-      break;
+  try {
+    if (stream && missing > 0) {
+      workers.emplace_back(syncer);
+      try {
+        workers.emplace_back(streamer);
+      } catch (...) {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          streaming_done = true;
+        }
+        cv.notify_all();
+        throw;
+      }
+    } else {
+      for (uint64_t w = 0; w < nworkers; ++w) workers.emplace_back(work);
     }
+  } catch (const std::system_error& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.ok()) error = InternalError(std::string("start a fetch thread: ") + e.what());
   }
 
   // Hash in order while parts arrive: wait for part i, feed it, go on. The

@@ -3,7 +3,10 @@
 // (DESIGN.md §2 "Verification").
 //
 // A blob is fetched in part_size-aligned parts, up to `parallel` ranged
-// fetches at once, into a sparse file. A running SHA-256 follows the
+// fetches at once, into a sparse file — or, when the caller can stream
+// (FetchStream), with one request per run of missing parts whose bytes are
+// written as they arrive while a second thread syncs and records each part
+// as it completes. A running SHA-256 follows the
 // contiguous prefix of present parts while the rest arrive, so the first
 // OpenVerified of a blob returns as soon as the last part lands and the
 // digest matches; then the file is renamed into blobs/ and served from there.
@@ -64,6 +67,12 @@ namespace bcfs::store {
 // from the store's worker threads, several at once for one blob.
 using FetchRange = std::function<Status(uint64_t offset, std::span<char> out)>;
 
+// Sends `length` bytes of a blob from `offset` to `sink`, in order, exactly
+// once each (one ranged GET for a remote source), or fails; sink returning
+// false must stop it. Called from one store thread per blob.
+using ByteSink = std::function<bool(std::string_view)>;
+using FetchStream = std::function<Status(uint64_t offset, uint64_t length, const ByteSink& sink)>;
+
 // (digest, bytes present locally, blob size); see SetProgressCallback.
 using ProgressCallback = std::function<void(const Digest&, uint64_t, uint64_t)>;
 
@@ -108,6 +117,10 @@ class ContentStore {
   // for digests other than sha256. Callers waiting on another caller's fetch
   // of the same digest get the same error.
   Result<int> OpenVerified(const Digest& digest, uint64_t size, const FetchRange& fetch);
+  // The same, fetching missing runs of parts with `stream` (one request per
+  // run, resumed from the next missing part when it fails after progress).
+  Result<int> OpenVerified(const Digest& digest, uint64_t size, const FetchRange& fetch,
+                           const FetchStream& stream);
   // Bytes present locally: the size of a complete blob, the recorded bytes of
   // a partial one (live while it is being fetched), 0 otherwise.
   uint64_t CachedBytes(const Digest& digest);
@@ -138,13 +151,13 @@ class ContentStore {
   Status RemoveFiles(const Digest& digest);
   // The leader's work for one flight: attempts of fill + verify, then promote.
   Status FetchAndPromote(const Digest& digest, uint64_t size, const FetchRange& fetch,
-                         Flight& flight);
+                         const FetchStream& stream, Flight& flight);
   Result<std::unique_ptr<Partial>> OpenPartial(const Digest& digest, uint64_t size, bool resume);
   Status DiscardPartial(const Digest& digest);
   // Fetches the missing parts with `parallel` workers while hashing the
   // contiguous prefix; *got is the whole-blob digest on success.
-  Status FillAndHash(const Digest& digest, uint64_t size, const FetchRange& fetch, Flight& flight,
-                     Partial& partial, Digest* got);
+  Status FillAndHash(const Digest& digest, uint64_t size, const FetchRange& fetch,
+                     const FetchStream& stream, Flight& flight, Partial& partial, Digest* got);
   Status Promote(const Digest& digest, Partial& partial);
   void ReportProgress(const Digest& digest, uint64_t size, Flight& flight);
 

@@ -502,6 +502,106 @@ TEST_F(StoreTest, FailedFetchKeepsRecordedPartsAndANewStoreFetchesOnlyTheRest) {
   EXPECT_TRUE(List("partial/sha256").empty());
 }
 
+// A streaming source: records each request (offset, length) and sends the
+// bytes in chunks of `chunk`; `fail_after` > 0 makes the first request fail
+// (kUnavailable) after that many bytes were sent.
+struct StreamSource {
+  std::string bytes;
+  size_t chunk = 1000;  // not a divisor of the part size: chunks straddle parts
+  uint64_t fail_after = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  FetchStream Stream() {
+    return [this](uint64_t off, uint64_t len, const ByteSink& sink) -> Status {
+      calls.emplace_back(off, len);
+      uint64_t sent = 0;
+      while (sent < len) {
+        if (fail_after > 0 && calls.size() == 1 && sent >= fail_after) {
+          return Status(Code::kUnavailable, "connection reset");
+        }
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, len - sent));
+        if (!sink(std::string_view(bytes).substr(off + sent, n))) {
+          return Status(Code::kIo, "stopped");
+        }
+        sent += n;
+      }
+      return OkStatus();
+    };
+  }
+};
+
+using Calls = std::vector<std::pair<uint64_t, uint64_t>>;
+
+// Opens `blob` through `src` (a ranged source too, which must not be asked),
+// checks the bytes served, and returns the stream requests made.
+Calls OpenStreamed(ContentStore& store, const std::string& blob, StreamSource& src) {
+  FakeSource ranges(blob);
+  auto fd = store.OpenVerified(Digest::Sha256Of(blob), blob.size(), ranges.Fetch(), src.Stream());
+  EXPECT_TRUE(fd.ok()) << fd.status().message();
+  if (fd.ok()) EXPECT_EQ(ReadAllAndClose(*fd), blob);
+  EXPECT_EQ(ranges.Total(), 0);
+  return src.calls;
+}
+
+TEST_F(StoreTest, AStreamingSourceIsAskedOnceForTheWholeBlob) {
+  const std::string blob = MakeBlob(10 * kPart + 2048);
+  auto store = OpenStore();
+  ASSERT_TRUE(store);
+  StreamSource src{blob};
+  std::vector<uint64_t> progress;
+  store->SetProgressCallback(
+      [&](const Digest&, uint64_t present, uint64_t) { progress.push_back(present); });
+  EXPECT_EQ(OpenStreamed(*store, blob, src), (Calls{{0, blob.size()}}));
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back(), blob.size());
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_TRUE(List("partial/sha256").empty());
+}
+
+TEST_F(StoreTest, AStreamThatBreaksIsAskedAgainFromTheFirstIncompletePart) {
+  const std::string blob = MakeBlob(9 * kPart + 321);
+  auto store = OpenStore();
+  ASSERT_TRUE(store);
+  StreamSource src{blob};
+  src.fail_after = 3 * kPart + 500;  // parts 0-2 whole, part 3 begun
+  EXPECT_EQ(OpenStreamed(*store, blob, src),
+            (Calls{{0, blob.size()}, {3 * kPart, blob.size() - 3 * kPart}}));
+}
+
+TEST_F(StoreTest, AStreamingSourceIsAskedForEachRunOfMissingPartsAfterAResume) {
+  const std::string blob = MakeBlob(9 * kPart + 321);
+  const Digest d = Digest::Sha256Of(blob);
+  auto store = OpenStore();
+  ASSERT_TRUE(store);
+  FailAfter(*store, blob, 3);  // parts 0-2 recorded (parallel ranges)
+  StreamSource src{blob};
+  src.chunk = 3 * kPart;  // bigger than a part
+  EXPECT_EQ(OpenStreamed(*store, blob, src), (Calls{{3 * kPart, blob.size() - 3 * kPart}}));
+  EXPECT_EQ(store->CachedBytes(d), blob.size());
+}
+
+TEST_F(StoreTest, AStreamThatKeepsFailingKeepsTheWholePartsItBroughtAndNamesTheBytes) {
+  const std::string blob = MakeBlob(6 * kPart);
+  const Digest d = Digest::Sha256Of(blob);
+  auto store = OpenStore();
+  ASSERT_TRUE(store);
+  FakeSource ranges(blob);
+  auto stream = [&](uint64_t off, uint64_t len, const ByteSink& sink) -> Status {
+    // Always breaks before part 2 is whole.
+    const uint64_t stop = std::min<uint64_t>(off + len, 2 * kPart + 10);
+    if (stop > off && !sink(std::string_view(blob).substr(off, stop - off))) {
+      return Status(Code::kIo, "stopped");
+    }
+    return Status(Code::kUnavailable, "connection reset");
+  };
+  auto fd = store->OpenVerified(d, blob.size(), ranges.Fetch(), stream);
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.status().code(), Code::kUnavailable);
+  EXPECT_THAT(fd.status().message(), HasSubstr("connection reset"));
+  EXPECT_THAT(fd.status().message(), HasSubstr("of " + std::to_string(blob.size())));
+  EXPECT_EQ(store->CachedBytes(d), 2 * kPart);
+  EXPECT_TRUE(List("blobs/sha256").empty());
+}
+
 TEST_F(StoreTest, ACorruptedRecordedPartFailsTheWholeBlobAndEverythingIsFetchedAgain) {
   const std::string blob = MakeBlob(8 * kPart);
   const Digest d = Digest::Sha256Of(blob);

@@ -1606,8 +1606,9 @@ struct Tree::Impl {
       ~Unpinner() { im->Unpin(d); }
     } unpin{this, digest};
     const auto start = std::chrono::steady_clock::now();
-    auto fd =
-        store->OpenVerified(digest, b.size, [&backend, digest](uint64_t off, std::span<char> out) {
+    auto fd = store->OpenVerified(
+        digest, b.size,
+        [&backend, digest](uint64_t off, std::span<char> out) {
           size_t done = 0;
           while (done < out.size()) {
             auto n = backend.ReadBlob(digest, off + done, out.subspan(done));
@@ -1620,7 +1621,12 @@ struct Tree::Impl {
             done += *n;
           }
           return OkStatus();
-        });
+        },
+        backend.Streams() ? store::FetchStream([&backend, digest](uint64_t off, uint64_t len,
+                                                                  const store::ByteSink& sink) {
+          return backend.StreamBlob(digest, off, len, sink);
+        })
+                          : store::FetchStream());
     if (!fd.ok()) return Fail(b, fd.status());
     if (cold) {
       const double secs =

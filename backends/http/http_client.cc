@@ -713,8 +713,25 @@ Result<Response> Client::Execute(const Request& req,
                      (progress.end ? std::to_string(*progress.end - 1) : "");
     }
 
+    std::string attempt_url = url;
+    std::vector<Header> attempt_headers = headers;
+    if (req.sign && redirects == 0) {
+      Request signed_req;
+      signed_req.method = method;
+      signed_req.url = url;
+      signed_req.headers = headers;
+      signed_req.body = body;
+      if (a.range_sent && progress.end) {
+        signed_req.range = std::make_pair(progress.next, *progress.end - 1);
+      }
+      Status st = req.sign(signed_req);
+      if (!st.ok()) return fail(st);
+      attempt_url = std::move(signed_req.url);
+      attempt_headers = std::move(signed_req.headers);
+    }
+
     curl_slist* list = nullptr;
-    for (const Header& h : headers) {
+    for (const Header& h : attempt_headers) {
       std::string line = h.name + (h.value.empty() ? ";" : ": " + h.value);
       list = curl_slist_append(list, line.c_str());
     }
@@ -728,7 +745,7 @@ Result<Response> Client::Execute(const Request& req,
     impl_->Configure(h);
     char errbuf[CURL_ERROR_SIZE] = {0};
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_URL, attempt_url.c_str());
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Attempt::HeaderCallback);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);

@@ -59,6 +59,14 @@ struct Request {
   // Inclusive [first, last], sent as "Range: bytes=first-last".
   std::optional<std::pair<uint64_t, uint64_t>> range;
   std::string body;  // sent for POST and PUT (and DELETE when not empty)
+  // Signs each attempt afresh, for signatures that cover the Range header
+  // (Azure Shared Key): a resume asks from the next byte and needs its own.
+  // When set, it is called before every attempt to the request's own URL
+  // (not after a redirect) with a copy of this request whose `range` is what
+  // that attempt asks for (nullopt for none, or for an open-ended resume of
+  // an unranged GET, which then goes unsigned); the attempt sends the URL
+  // and headers it leaves there. An error ends the request.
+  std::function<Status(Request&)> sign;
 };
 
 struct Response {

@@ -221,6 +221,24 @@ class HttpClientTest : public ::testing::Test {
     return out;
   }
 
+  // Streams bytes 1000-200999 of big.bin (req's sign hook kept) through the
+  // proxy resetting after 5000 bytes; checks the bytes and returns the
+  // requests the proxy saw.
+  Json StreamResetRange(Request req) {
+    Faults({{{"match", "/big.bin"}, {"action", "reset_after"}, {"bytes", 5000}}});
+    Client client(FastOptions());
+    req.url = proxy_->Url("/big.bin");
+    req.range = {{1000, 200999}};
+    std::string got;
+    auto resp = client.Stream(req, [&](std::string_view b) {
+      got.append(b);
+      return true;
+    });
+    EXPECT_TRUE(resp.ok()) << resp.status().message();
+    EXPECT_TRUE(got == big_->substr(1000, 200000));
+    return Requests("/big.bin");
+  }
+
   static Request Get(const std::string& url) {
     Request req;
     req.url = url;
@@ -384,21 +402,35 @@ TEST_F(HttpClientTest, ResetMidBodyResumesWithRangeFromTheNextByte) {
 }
 
 TEST_F(HttpClientTest, ResetInsideARangedStreamResumesInsideTheRange) {
-  Faults({{{"match", "/big.bin"}, {"action", "reset_after"}, {"bytes", 5000}}});
-  Client client(FastOptions());
-  Request req = Get(proxy_->Url("/big.bin"));
-  req.range = {{1000, 200999}};
-  std::string got;
-  auto resp = client.Stream(req, [&](std::string_view b) {
-    got.append(b);
-    return true;
-  });
-  ASSERT_TRUE(resp.ok()) << resp.status().message();
-  EXPECT_TRUE(got == big_->substr(1000, 200000));
-  Json reqs = Requests("/big.bin");
+  Json reqs = StreamResetRange(Request());
   ASSERT_EQ(reqs.size(), 2u) << reqs.dump();
   EXPECT_EQ(reqs[0]["range"], "bytes=1000-200999");
   EXPECT_EQ(reqs[1]["range"], "bytes=6000-200999");
+}
+
+TEST_F(HttpClientTest, ASignHookSignsEveryAttemptWithTheRangeItAsksFor) {
+  Request req;
+  int calls = 0;
+  req.sign = [&calls](Request& r) {
+    ++calls;
+    EXPECT_TRUE(r.range.has_value());
+    if (!r.range) return InternalError("no range");
+    r.url += "?signed=" + std::to_string(r.range->first) + "-" + std::to_string(r.range->second);
+    return OkStatus();
+  };
+  Json reqs = StreamResetRange(req);
+  EXPECT_EQ(calls, 2);
+  ASSERT_EQ(reqs.size(), 2u) << reqs.dump();
+  EXPECT_EQ(reqs[0]["path"], "/big.bin?signed=1000-200999");
+  EXPECT_EQ(reqs[1]["path"], "/big.bin?signed=6000-200999");
+  EXPECT_EQ(reqs[1]["range"], "bytes=6000-200999");
+  // The hook's error ends the request.
+  Request bad = Get(proxy_->Url("/hello.txt"));
+  bad.sign = [](Request&) { return InvalidArgumentError("cannot sign"); };
+  auto refused = Client(FastOptions()).Do(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("cannot sign"));
 }
 
 TEST_F(HttpClientTest, ResumeAnsweredWith200SkipsTheBytesAlreadyDelivered) {
