@@ -115,7 +115,9 @@ Result<std::time_t> ParseAzureHttpDate(std::string_view text) {
   for (int i = 0; i < 12; ++i) {
     if (std::strcmp(mon, kMonths[i]) == 0) m = i;
   }
-  if (m < 0 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
+  // Years as ParseRfc3339 takes them: their ns since 1970 fit an int64.
+  if (m < 0 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60 ||
+      y < 1678 || y > 2261) {
     return CorruptError("not an HTTP date: \"" + t + "\"");
   }
   std::tm tm{};

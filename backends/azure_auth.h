@@ -38,7 +38,8 @@ inline constexpr std::string_view kAzuriteKey =
 
 // RFC 1123 date as x-ms-date wants it: "Sun, 11 Oct 2009 21:49:13 GMT".
 std::string AzureHttpDate(std::time_t t);
-// Parses that format (Last-Modified); kCorrupt when it is not one.
+// Parses that format (Last-Modified); kCorrupt when it is not one or its year
+// is outside 1678-2261 (ns since 1970 must fit an int64).
 Result<std::time_t> ParseAzureHttpDate(std::string_view text);
 
 // Percent-encodes a blob name for a URL path: every byte but unreserved

@@ -135,6 +135,12 @@ TEST(HttpDate, FormatsAndParsesRfc1123) {
   EXPECT_EQ(AzureHttpDate(1255297753), "Sun, 11 Oct 2009 21:49:13 GMT");
   EXPECT_EQ(*ParseAzureHttpDate("Sun, 11 Oct 2009 21:49:13 GMT"), 1255297753);
   EXPECT_FALSE(ParseAzureHttpDate("2009-10-11T21:49:13Z").ok());
+  // Found by listing_fuzz: a year whose ns since 1970 overflow an int64 (and
+  // negative fields) are refused, not multiplied into garbage.
+  EXPECT_FALSE(ParseAzureHttpDate("Thu, 26 Nov 4052 20:42:23 GMT").ok());
+  EXPECT_FALSE(ParseAzureHttpDate("Thu, 26 Nov 1600 20:42:23 GMT").ok());
+  EXPECT_FALSE(ParseAzureHttpDate("Thu, 26 Nov 2026 -1:42:23 GMT").ok());
+  EXPECT_EQ(*ParseAzureHttpDate("Tue, 31 Dec 2261 23:59:59 GMT"), 9214646399);
 }
 
 TEST(ConnectionString, KeysEndpointsSasAndDevelopmentStorage) {
@@ -328,6 +334,16 @@ TEST(BlobList, ParsesNamesSizesTimesAndTheNextMarker) {
   EXPECT_TRUE(last->blobs.empty());
   EXPECT_EQ(last->next_marker, "");
   EXPECT_FALSE(ParseBlobList("<Error><Code>AuthorizationFailure</Code></Error>").ok());
+}
+
+TEST(BlobList, ALastModifiedBeyond2261IsUnknown) {
+  // Found by listing_fuzz: signed overflow of the year 4052 in ns.
+  auto page = ParseBlobList(
+      "<EnumerationResults><Blobs><Blob><Name>b</Name><Properties><Last-Modified>Thu, 26 Nov "
+      "4052 20:42:23 GMT</Last-Modified></Properties></Blob></Blobs></EnumerationResults>");
+  ASSERT_TRUE(page.ok()) << page.status().message();
+  ASSERT_EQ(page->blobs.size(), 1u);
+  EXPECT_EQ(page->blobs[0].modified, 0);
 }
 
 }  // namespace

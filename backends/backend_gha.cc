@@ -487,29 +487,11 @@ class GhaBackend : public Backend {
                     static_cast<int>(resp->status));
     }
     if (resp->body.empty()) return std::optional<Entry>();
-    Json j = Json::parse(resp->body, nullptr, false);
-    if (!j.is_object()) {
-      return CorruptError(What() + ": look up " + key + ": the answer is not a JSON object");
-    }
-    auto get = [&](const char* k) {
-      auto it = j.find(k);
-      return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
-    Entry e;
-    if (cfg_.version >= 2) {
-      auto ok = j.find("ok");
-      if (ok == j.end() || !ok->is_boolean() || !ok->get<bool>()) return std::optional<Entry>();
-      e.url = get("signed_download_url");
-      e.matched_key = get("matched_key");
-    } else {
-      e.url = get("archiveLocation");
-      e.matched_key = get("cacheKey");
-    }
-    if (e.matched_key.empty()) return std::optional<Entry>();
-    if (e.url.empty()) {
-      return CorruptError(What() + ": look up " + key + ": the answer has no download URL");
-    }
-    return std::optional<Entry>(std::move(e));
+    auto answer = gha::ParseLookupAnswer(resp->body, cfg_.version);
+    if (!answer.ok()) return answer.status().WithContext(What() + ": look up " + key);
+    if (!*answer) return std::optional<Entry>();
+    return std::optional<Entry>(
+        Entry{std::move((*answer)->matched_key), std::move((*answer)->url)});
   }
 
   Status Evicted(const std::string& key) const {

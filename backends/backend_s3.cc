@@ -71,6 +71,8 @@ TimeNs ParseHttpDate(const std::string& text) {
   std::tm tm{};
   const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S", &tm);
   if (end == nullptr) return 0;
+  // ns since 1970 in int64 covers 1678..2261 (as ParseRfc3339).
+  if (tm.tm_year < 1678 - 1900 || tm.tm_year > 2261 - 1900) return 0;
   return static_cast<TimeNs>(timegm(&tm)) * 1000000000LL;
 }
 

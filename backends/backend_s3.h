@@ -87,7 +87,8 @@ struct ErrorDoc {
 };
 ErrorDoc ParseErrorDoc(std::string_view xml);
 
-// An HTTP-date ("Wed, 26 Nov 2026 20:42:23 GMT") in ns; 0 when unparsable.
+// An HTTP-date ("Wed, 26 Nov 2026 20:42:23 GMT") in ns; 0 when unparsable or
+// outside the years 1678-2261.
 TimeNs ParseHttpDate(const std::string& text);
 
 // The index-shape cache manifest BuildKit's s3 importer builds in memory from

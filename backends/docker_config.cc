@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "core/base64.h"
@@ -93,42 +94,51 @@ Result<Credentials> RunHelper(const std::string& helper, const std::string& key)
                   "credential helper " + prog + " failed for " + key +
                       (WIFEXITED(status) && WEXITSTATUS(status) == 127 ? " (not installed)" : ""));
   }
-  try {
-    auto j = nlohmann::json::parse(reply);
-    Credentials c;
-    std::string user = j.value("Username", "");
-    std::string secret = j.value("Secret", "");
-    if (user == "<token>") {
-      c.identity_token = secret;
-    } else {
-      c.username = user;
-      c.password = secret;
-    }
-    return c;
-  } catch (const nlohmann::json::exception&) {
-    return CorruptError("credential helper " + prog + " gave an unreadable answer for " + key);
-  }
+  return ParseHelperReply(reply, prog, key);
 }
 
 }  // namespace
 
-Result<Credentials> LookupCredentials(const std::string& key) {
-  const std::string path = ConfigPath();
-  std::ifstream f(path);
-  if (!f) return Credentials();  // no config: anonymous
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception&) {
-    return CorruptError(path + ": not valid JSON");
+Result<Credentials> ParseHelperReply(std::string_view reply, const std::string& prog,
+                                     const std::string& key) {
+  auto j = nlohmann::json::parse(reply, nullptr, false);
+  auto str = [&](const char* k) -> std::optional<std::string> {
+    auto it = j.find(k);
+    if (it == j.end()) return std::string();
+    if (!it->is_string()) return std::nullopt;
+    return it->get<std::string>();
+  };
+  std::optional<std::string> user, secret;
+  if (j.is_object()) user = str("Username"), secret = str("Secret");
+  if (!user || !secret) {
+    return CorruptError("credential helper " + prog + " gave an unreadable answer for " + key);
   }
+  Credentials c;
+  if (*user == "<token>") {
+    c.identity_token = *secret;
+  } else {
+    c.username = *user;
+    c.password = *secret;
+  }
+  return c;
+}
+
+Result<ConfigAnswer> ParseDockerConfig(std::string_view text, const std::string& key,
+                                       const std::string& path) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return CorruptError(path + ": not valid JSON");
   if (!j.is_object()) return CorruptError(path + ": not a JSON object");
   const std::string want = Normalize(key);
+  ConfigAnswer answer;
+  // As the docker CLI: credHelpers for the key wins over credsStore; an empty
+  // one means config.json itself.
+  bool file_store = false;
   if (auto helpers = j.find("credHelpers"); helpers != j.end() && helpers->is_object()) {
     for (auto it = helpers->begin(); it != helpers->end(); ++it) {
-      if (Normalize(it.key()) == want && it->is_string()) return RunHelper(*it, key);
+      if (Normalize(it.key()) != want || !it->is_string()) continue;
+      answer.helper = *it;
+      if (!answer.helper.empty()) return answer;
+      file_store = true;
     }
   }
   if (auto auths = j.find("auths"); auths != j.end() && auths->is_object()) {
@@ -155,14 +165,28 @@ Result<Credentials> LookupCredentials(const std::string& key) {
         c.password = *v;
       }
       if (auto v = a.find("identitytoken"); v != a.end() && v->is_string()) c.identity_token = *v;
-      if (!c.empty()) return c;
+      if (!c.empty()) {
+        answer.credentials = std::move(c);
+        return answer;
+      }
     }
   }
   if (auto store = j.find("credsStore");
-      store != j.end() && store->is_string() && !store->get<std::string>().empty()) {
-    return RunHelper(*store, key);
+      !file_store && store != j.end() && store->is_string() && !store->get<std::string>().empty()) {
+    answer.helper = *store;
   }
-  return Credentials();
+  return answer;
+}
+
+Result<Credentials> LookupCredentials(const std::string& key) {
+  const std::string path = ConfigPath();
+  std::ifstream f(path);
+  if (!f) return Credentials();  // no config: anonymous
+  std::stringstream ss;
+  ss << f.rdbuf();
+  BCFS_ASSIGN_OR_RETURN(ConfigAnswer answer, ParseDockerConfig(ss.str(), key, path));
+  if (!answer.helper.empty()) return RunHelper(answer.helper, key);
+  return answer.credentials;
 }
 
 }  // namespace bcfs::backends

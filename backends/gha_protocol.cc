@@ -48,7 +48,14 @@ Result<int64_t> NumericClaim(const Json& claims, const char* name) {
     return InvalidArgumentError(std::string("the runtime token has no numeric \"") + name +
                                 "\" claim");
   }
-  return static_cast<int64_t>(it->get<double>());
+  // Unix seconds whose nanoseconds fit an int64 (until 2262); anything else
+  // cannot be a real token's time and would overflow.
+  const double v = it->get<double>();
+  if (!(v > -9.2e9 && v < 9.2e9)) {
+    return InvalidArgumentError(std::string("the runtime token's \"") + name +
+                                "\" claim is out of range");
+  }
+  return static_cast<int64_t>(v);
 }
 
 }  // namespace
@@ -302,6 +309,29 @@ Result<RestPage> ParseRestPage(std::string_view text) {
     page.entries.push_back(std::move(r));
   }
   return page;
+}
+
+Result<std::optional<LookupAnswer>> ParseLookupAnswer(std::string_view body, int version) {
+  Json j = Json::parse(body, nullptr, false);
+  if (!j.is_object()) return CorruptError("the answer is not a JSON object");
+  auto get = [&](const char* k) {
+    auto it = j.find(k);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  LookupAnswer a;
+  if (version >= 2) {
+    auto ok = j.find("ok");
+    if (ok == j.end() || !ok->is_boolean() || !ok->get<bool>())
+      return std::optional<LookupAnswer>();
+    a.url = get("signed_download_url");
+    a.matched_key = get("matched_key");
+  } else {
+    a.url = get("archiveLocation");
+    a.matched_key = get("cacheKey");
+  }
+  if (a.matched_key.empty()) return std::optional<LookupAnswer>();
+  if (a.url.empty()) return CorruptError("the answer has no download URL");
+  return std::optional<LookupAnswer>(std::move(a));
 }
 
 Result<std::string> SynthesizeManifest(std::string_view config_text, std::string_view doc) {

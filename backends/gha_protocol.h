@@ -113,6 +113,16 @@ struct RestPage {
 // kCorrupt when the text is not such a page.
 Result<RestPage> ParseRestPage(std::string_view text);
 
+// The answer to a cache lookup: Twirp GetCacheEntryDownloadURL (version 2:
+// {ok, signed_download_url, matched_key}) or the v1 GET _apis/artifactcache/cache
+// ({cacheKey, archiveLocation}). nullopt when the service has no entry (v2
+// "ok": false, or no matched key); kCorrupt when the body is not a JSON object
+// or a matched entry has no download URL.
+struct LookupAnswer {
+  std::string matched_key, url;
+};
+Result<std::optional<LookupAnswer>> ParseLookupAnswer(std::string_view body, int version);
+
 // The index-shape cache manifest BuildKit's gha importer builds in memory
 // from a cache config (gha.go makeDescriptorProviderPair): one descriptor per
 // distinct layer blob in the config's order ({mediaType, digest, size,

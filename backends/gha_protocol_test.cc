@@ -123,6 +123,39 @@ TEST(GhaToken, RefusesExpiredNotYetValidAndMalformedTokens) {
   EXPECT_EQ(bad.status().message().find("TOPSECRET"), std::string::npos);
 }
 
+TEST(GhaToken, TimesBeyondWhatNanosecondsHoldAreRefused) {
+  // Seen writing gha_fuzz: "exp": 1e300 was cast to int64 (undefined) and a large
+  // one overflowed when the message formatted it in ns.
+  for (const char* exp : {"1e300", "9300000000", "-1e19"}) {
+    auto t =
+        ParseRuntimeToken(Jwt(std::string("{\"ac\":\"[]\",\"exp\":") + exp + ",\"nbf\":0}"), kNow);
+    EXPECT_EQ(t.status().code(), Code::kInvalidArgument) << exp;
+    EXPECT_EQ(t.status().message(), "the runtime token's \"exp\" claim is out of range") << exp;
+  }
+  auto nbf = ParseRuntimeToken(
+      Jwt("{\"ac\":\"[]\",\"exp\":" + std::to_string(kNow + 60) + ",\"nbf\":-9.3e9}"), kNow);
+  EXPECT_EQ(nbf.status().message(), "the runtime token's \"nbf\" claim is out of range");
+}
+
+TEST(GhaLookup, TwirpAndV1AnswersHitMissAndBroken) {
+  auto v2 = ParseLookupAnswer(
+      R"({"ok":true,"signed_download_url":"http://h/b?sig=s","matched_key":"index-k#2"})", 2);
+  ASSERT_TRUE(v2.ok() && *v2);
+  EXPECT_EQ((*v2)->url, "http://h/b?sig=s");
+  EXPECT_EQ((*v2)->matched_key, "index-k#2");
+  auto miss = ParseLookupAnswer(R"({"ok":false,"signed_download_url":"x","matched_key":"k"})", 2);
+  ASSERT_TRUE(miss.ok());
+  EXPECT_FALSE(*miss);
+  auto v1 =
+      ParseLookupAnswer(R"({"cacheKey":"k","scope":"refs/heads/main","archiveLocation":"u"})", 1);
+  ASSERT_TRUE(v1.ok() && *v1);
+  EXPECT_EQ((*v1)->url, "u");
+  EXPECT_EQ((*v1)->matched_key, "k");
+  EXPECT_EQ(ParseLookupAnswer("[]", 2).status().message(), "the answer is not a JSON object");
+  EXPECT_EQ(ParseLookupAnswer(R"({"cacheKey":"k"})", 1).status().message(),
+            "the answer has no download URL");
+}
+
 TEST(GhaDuration, ParsesGoDurations) {
   EXPECT_EQ(*ParseGoDuration("10m"), 600000);
   EXPECT_EQ(*ParseGoDuration("1h30m"), 5400000);

@@ -113,6 +113,41 @@ TEST_F(DockerConfigTest, AuthsWithAuthUsernamePasswordAndIdentityToken) {
   EXPECT_TRUE(LookupCredentials("other.example")->empty());
 }
 
+TEST(DockerConfigText, HelpersEmptyHelpersAndBadAuthsWithoutSecrets) {
+  auto helper = ParseDockerConfig(
+      R"({"credHelpers":{"reg.example":"pass"},"credsStore":"desktop"})", "reg.example", "c.json");
+  ASSERT_TRUE(helper.ok());
+  EXPECT_EQ(helper->helper, "pass");
+  EXPECT_EQ(ParseDockerConfig(R"({"credsStore":"desktop"})", "x", "c.json")->helper, "desktop");
+  // An empty credHelpers entry means config.json itself, not credsStore (as docker).
+  auto file = ParseDockerConfig(
+      R"({"credHelpers":{"x":""},"credsStore":"desktop","auths":{"x":{"username":"u"}}})", "x",
+      "c.json");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->helper, "");
+  EXPECT_EQ(file->credentials.username, "u");
+  // "c2VjcmV0" is base64 of "secret": no colon; the message never shows it.
+  auto bad = ParseDockerConfig(R"({"auths":{"x":{"auth":"c2VjcmV0"}}})", "x", "c.json");
+  EXPECT_EQ(bad.status().message(), "c.json: auths[\"x\"].auth is not user:password");
+  EXPECT_EQ(ParseDockerConfig("[1]", "x", "c.json").status().message(),
+            "c.json: not a JSON object");
+  EXPECT_EQ(ParseDockerConfig("{", "x", "c.json").status().message(), "c.json: not valid JSON");
+}
+
+TEST(DockerConfigText, HelperRepliesUserSecretAndToken) {
+  auto c = ParseHelperReply(R"({"ServerURL":"r","Username":"hu","Secret":"hs"})", "p", "r");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->username, "hu");
+  EXPECT_EQ(c->password, "hs");
+  auto t = ParseHelperReply(R"({"Username":"<token>","Secret":"rt"})", "p", "r");
+  EXPECT_EQ(t->identity_token, "rt");
+  EXPECT_TRUE(t->username.empty());
+  for (const char* bad : {"[]", R"({"Username":1,"Secret":"TOPSECRET"})", "TOPSECRET"}) {
+    EXPECT_EQ(ParseHelperReply(bad, "docker-credential-p", "r").status().message(),
+              "credential helper docker-credential-p gave an unreadable answer for r");
+  }
+}
+
 TEST_F(DockerConfigTest, CredentialHelpersAreRunWithTheKeyOnStdin) {
   // A helper on PATH that answers for one server only.
   const std::string helper = dir_ + "/docker-credential-test";

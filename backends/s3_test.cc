@@ -221,4 +221,11 @@ TEST(S3Synthesize, EveryFixtureManifestSynthesizesAndParses) {
 }
 
 }  // namespace
+TEST(S3Xml, HttpDatesBeyond2261AreUnknown) {
+  // Found by listing_fuzz: the year 4052 overflowed int64 ns.
+  EXPECT_EQ(s3::ParseHttpDate("Thu, 26 Nov 4052 20:42:23 GMT"), 0);
+  EXPECT_EQ(s3::ParseHttpDate("Thu, 26 Nov 1600 20:42:23 GMT"), 0);
+  EXPECT_EQ(s3::ParseHttpDate("Thu, 26 Nov 2026 20:42:23 GMT"), TimeNs{1795725743} * 1000000000);
+}
+
 }  // namespace bcfs::backends::s3

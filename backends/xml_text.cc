@@ -1,8 +1,59 @@
 #include "backends/xml_text.h"
 
-#include <cstdlib>
+#include <cstdint>
+#include <optional>
 
 namespace bcfs::backends {
+namespace {
+
+// The code point of a character reference's body ("#65", "#x41"); nullopt
+// unless it is digits only and names a character XML allows (a reference to
+// NUL, a surrogate or beyond U+10FFFF is kept as text, never decoded).
+std::optional<uint32_t> CharRef(std::string_view ent) {
+  if (ent.size() < 2 || ent[0] != '#') return std::nullopt;
+  const bool hex = ent[1] == 'x';
+  std::string_view digits = ent.substr(hex ? 2 : 1);
+  if (digits.empty()) return std::nullopt;
+  uint32_t cp = 0;
+  for (char c : digits) {
+    int v;
+    if (c >= '0' && c <= '9') {
+      v = c - '0';
+    } else if (hex && c >= 'a' && c <= 'f') {
+      v = c - 'a' + 10;
+    } else if (hex && c >= 'A' && c <= 'F') {
+      v = c - 'A' + 10;
+    } else {
+      return std::nullopt;
+    }
+    cp = cp * (hex ? 16 : 10) + static_cast<uint32_t>(v);
+    if (cp > 0x10ffff) return std::nullopt;
+  }
+  const bool allowed = cp == 0x9 || cp == 0xa || cp == 0xd || (cp >= 0x20 && cp <= 0xd7ff) ||
+                       (cp >= 0xe000 && cp <= 0xfffd) || cp >= 0x10000;
+  if (!allowed) return std::nullopt;
+  return cp;
+}
+
+void AppendUtf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+}
+
+}  // namespace
 
 std::string XmlUnescape(std::string_view s) {
   std::string out;
@@ -28,28 +79,13 @@ std::string XmlUnescape(std::string_view s) {
       out += '"';
     } else if (ent == "apos") {
       out += '\'';
-    } else if (!ent.empty() && ent[0] == '#') {
-      unsigned long cp = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
-                             ? std::strtoul(std::string(ent.substr(2)).c_str(), nullptr, 16)
-                             : std::strtoul(std::string(ent.substr(1)).c_str(), nullptr, 10);
-      // UTF-8 encode.
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xc0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xe0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-      } else {
-        out += static_cast<char>(0xf0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-      }
+    } else if (auto cp = CharRef(ent)) {
+      AppendUtf8(out, *cp);
     } else {
-      out.append(s.substr(i, semi - i + 1));
+      // Not a reference: a stray '&', and whatever follows is read afresh
+      // ("a&b&amp;c" is "a&b&c").
+      out += '&';
+      continue;
     }
     i = semi;
   }
