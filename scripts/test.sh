@@ -53,7 +53,8 @@ echo "tsan: $(( $(date +%s) - t )) s"
 
 stage "fuzzers (clang-16, fixed seed, bounded)"
 t=$(date +%s)
-bash scripts/fuzz.sh 15
+# 13 targets: 12 s each keeps the stage near 3 minutes with the build.
+bash scripts/fuzz.sh 12
 echo "fuzz: $(( $(date +%s) - t )) s"
 
 stage "clang-format"
