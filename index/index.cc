@@ -132,6 +132,15 @@ CREATE TABLE layer_entries (
   PRIMARY KEY (digest, seq)
 ) WITHOUT ROWID;
 )sql"},
+    {3, R"sql(
+-- A digest of what ReplaceSource last stored for a source (everything but
+-- refreshed_ns): a mount or refresh that read the same catalog again skips
+-- rewriting the source's rows (100,000 blobs take seconds).
+CREATE TABLE source_contents (
+  source_id INTEGER PRIMARY KEY REFERENCES sources(id) ON DELETE CASCADE,
+  digest    TEXT NOT NULL
+);
+)sql"},
 };
 
 constexpr bool MigrationsAreConsecutive() {
@@ -470,12 +479,64 @@ Status DeleteUnheldBlobs(Connection& conn) {
   return stmt.Run("delete blobs no source holds");
 }
 
+// Hashes a snapshot's stored facts (all but `refreshed`), each field
+// length-prefixed so that no two snapshots share an encoding.
+class SnapshotHasher {
+ public:
+  std::string Of(const SourceSnapshot& snap) {
+    Text(snap.source.name);
+    Text(snap.source.type);
+    Text(snap.source.location);
+    Number(snap.blobs.size());
+    for (const BlobRow& b : snap.blobs) {
+      Text(b.digest.ToString());
+      Number(b.size);
+      Text(b.media_type);
+      Text(RoleName(b.role));
+    }
+    Number(snap.refs.size());
+    for (const RefRow& r : snap.refs) {
+      Text(r.name);
+      Text(r.manifest.ToString());
+      Text(r.shape);
+      Number(static_cast<uint64_t>(r.created));
+      Number(static_cast<uint64_t>(r.modified));
+      Number(r.history ? 1 : 0);
+      Number(r.blobs.size());
+      for (const Digest& d : r.blobs) Text(d.ToString());
+    }
+    return hash_.Finish().ToString();
+  }
+
+ private:
+  void Number(uint64_t v) { hash_.Update(&v, sizeof v); }
+  void Text(std::string_view t) {
+    Number(t.size());
+    hash_.Update(t);
+  }
+  Sha256 hash_;
+};
+
 Status ReplaceSourceLocked(Connection& conn, const SourceSnapshot& snap) {
   if (snap.source.name.empty()) return InvalidArgumentError("source name is empty");
   for (const BlobRow& b : snap.blobs) BCFS_RETURN_IF_ERROR(CheckDigest(b.digest, "a blob"));
+  const std::string content = SnapshotHasher().Of(snap);
 
   Transaction tx(&conn);
   BCFS_RETURN_IF_ERROR(tx.BeginWrite());
+
+  {
+    // What is stored already says the same (it was valid then): only the
+    // refresh time changes.
+    BCFS_ASSIGN_OR_RETURN(
+        Stmt stmt, conn.Prepare("UPDATE sources SET refreshed_ns = ?3 WHERE name = ?1 AND "
+                                "id IN (SELECT source_id FROM source_contents WHERE digest = ?2)"));
+    BCFS_RETURN_IF_ERROR(stmt.Bind(1, snap.source.name)
+                             .Bind(2, content)
+                             .Bind(3, snap.refreshed)
+                             .Run("update the source's refresh time"));
+    if (sqlite3_changes(conn.db()) > 0) return tx.Commit();
+  }
 
   int64_t source_id = 0;
   {
@@ -567,6 +628,13 @@ Status ReplaceSourceLocked(Connection& conn, const SourceSnapshot& snap) {
       }
       BCFS_RETURN_IF_ERROR(st);
     }
+  }
+  {
+    BCFS_ASSIGN_OR_RETURN(
+        Stmt stmt, conn.Prepare("INSERT INTO source_contents(source_id, digest) VALUES(?1, ?2) "
+                                "ON CONFLICT(source_id) DO UPDATE SET digest = excluded.digest"));
+    BCFS_RETURN_IF_ERROR(
+        stmt.Bind(1, source_id).Bind(2, content).Run("record the source's content digest"));
   }
   BCFS_RETURN_IF_ERROR(DeleteUnheldBlobs(conn));
   return tx.Commit();

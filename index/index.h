@@ -146,7 +146,7 @@ struct FileIdentity {
 
 class Index {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens or creates the database at `path` (":memory:" allowed) and applies
   // the migrations it lacks, one transaction each. WAL mode, foreign keys on,
@@ -174,7 +174,10 @@ class Index {
   // another source also holds takes this snapshot's size. Failure, with
   // nothing changed: kInvalidArgument for an empty source name or digest, a
   // ref name used twice (within history or non-history refs), or a ref using a
-  // blob missing from `snapshot.blobs`; a SQLite error otherwise.
+  // blob missing from `snapshot.blobs`; a SQLite error otherwise. When the
+  // source's stored rows came from a snapshot with the same content (a digest
+  // of everything but `refreshed` is kept with the source row), only its
+  // refresh time is updated.
   Status ReplaceSource(const SourceSnapshot& snapshot);
 
   // All source names, sorted (byte order). Empty when there are none.

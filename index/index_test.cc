@@ -123,7 +123,7 @@ TEST(Role, NamesRoundTripAndUnknownIsInvalidArgument) {
   EXPECT_NE(bad.status().message().find("\"blob\""), std::string::npos);
 }
 
-TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion2) {
+TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion3) {
   TempDir dir;
   ASSERT_TRUE(dir.ok());
   std::string path = dir.File("index.db");
@@ -138,8 +138,8 @@ TEST(Index, CreateThenReopenKeepsDataAndSchemaVersion2) {
   ASSERT_NE(idx, nullptr);
   auto version = idx->SchemaVersion();
   ASSERT_TRUE(version.ok());
-  EXPECT_EQ(*version, 2);
-  EXPECT_EQ(Index::kSchemaVersion, 2);
+  EXPECT_EQ(*version, 3);
+  EXPECT_EQ(Index::kSchemaVersion, 3);
 
   auto names = idx->ListSources();
   ASSERT_TRUE(names.ok());
@@ -338,6 +338,57 @@ TEST(Index, ReplaceSourceRejectsRefUsingUnlistedBlobAndChangesNothing) {
   EXPECT_EQ(snap->source.location, "/var/cache/bk");
   EXPECT_EQ(snap->refs.size(), 3u);
   EXPECT_EQ(snap->blobs.size(), 5u);
+}
+
+TEST(Index, ReplaceSourceWithTheSameContentOnlyUpdatesTheRefreshTime) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string path = dir.File("index.db");
+  auto idx = MustOpen(path);
+  ASSERT_NE(idx, nullptr);
+  ASSERT_TRUE(idx->ReplaceSource(SnapshotA()).ok());
+  // Forge a change behind the index's back: a rewrite would undo it.
+  RawExec(path, "UPDATE refs SET shape = 'forged' WHERE name = 'old'");
+
+  SourceSnapshot same = SnapshotA();
+  same.refreshed = 42;
+  ASSERT_TRUE(idx->ReplaceSource(same).ok());
+  auto snap = idx->LoadSource("local-a");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ(snap->refreshed, 42);
+  ASSERT_EQ(RefNames(*snap),
+            (std::vector<std::string>{"feature/x", "old", "@" + D("manifest-old").ShortHex()}));
+  EXPECT_EQ(snap->refs[1].shape, "forged");  // not rewritten
+
+  // Any stored fact that differs rewrites everything: here one blob's media type.
+  SourceSnapshot changed = SnapshotA();
+  changed.blobs[3].media_type = "application/vnd.oci.image.layer.v1.tar";
+  ASSERT_TRUE(idx->ReplaceSource(changed).ok());
+  snap = idx->LoadSource("local-a");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->refreshed, SnapshotA().refreshed);
+  EXPECT_EQ(snap->refs[1].shape, "index");
+  auto shared = std::find_if(snap->blobs.begin(), snap->blobs.end(),
+                             [](const BlobRow& b) { return b.digest == D("layer-shared"); });
+  ASSERT_NE(shared, snap->blobs.end());
+  EXPECT_EQ(shared->media_type, "application/vnd.oci.image.layer.v1.tar");
+
+  // A ref's blob list in another order is another snapshot too.
+  SourceSnapshot reordered = changed;
+  std::swap(reordered.refs[0].blobs[1], reordered.refs[0].blobs[2]);
+  RawExec(path, "UPDATE refs SET shape = 'forged' WHERE name = 'feature/x'");
+  ASSERT_TRUE(idx->ReplaceSource(reordered).ok());
+  snap = idx->LoadSource("local-a");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->refs[1].name, "old");
+  EXPECT_EQ(snap->refs[1].blobs,
+            (std::vector<Digest>{D("manifest-old"), D("layer-old"), D("config")}));
+  EXPECT_EQ(snap->refs[0].shape, "index");
+
+  // A removed source is stored again in full.
+  ASSERT_TRUE(idx->RemoveSource("local-a").ok());
+  ASSERT_TRUE(idx->ReplaceSource(reordered).ok());
+  EXPECT_EQ(idx->LoadSource("local-a")->refs.size(), 3u);
 }
 
 TEST(Index, TwoSourcesSharingABlobKeepItUntilNeitherHoldsIt) {
@@ -650,7 +701,7 @@ TEST(Index, Version1DatabaseIsMigratedAndKeepsItsRows) {
   ASSERT_NE(idx, nullptr);
   auto v = idx->SchemaVersion();
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(*v, 2);
+  EXPECT_EQ(*v, 3);
   auto a = idx->GetAccess(D("a"));
   ASSERT_TRUE(a.ok() && a->has_value());
   EXPECT_EQ((*a)->use_count, 2u);
