@@ -209,7 +209,7 @@ TEST(Index, NewerSchemaVersionIsRefusedNamingPathAndBothVersions) {
   const std::string msg = idx.status().message();
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_NE(msg.find("schema version 99"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("version 2 "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("version 3 "), std::string::npos) << msg;
 
   // Refused without being touched: still version 99 and not in WAL mode.
   sqlite3* db = nullptr;

@@ -416,7 +416,7 @@ class Options(Base):
         rc, out, err = run_ls("type=local,src=" + root, "--state-dir", state)
         self.assertEqual(rc, 0, err)
         db = sqlite3.connect(os.path.join(state, "index.db"))
-        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 3)
         names = sorted(r[0] for r in db.execute("SELECT name FROM refs"))
         self.assertEqual(names, ["@168d8ac9cf65", "@825625e068e4", "latest"])
         (count,) = db.execute("SELECT COUNT(*) FROM blobs").fetchone()
