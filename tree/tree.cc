@@ -434,6 +434,18 @@ class Node {
   // refs/<ref>/ and history/<hex>/: what the catalog read (kept alive with
   // the SourceInfo it lives in, for records.json and refresh comparisons).
   std::shared_ptr<const catalog::RefInfo> ref;
+  // refs/<ref>/ and history/<hex>/ are filled on first use (a mount with
+  // thousands of refs should not build hundreds of thousands of nodes up
+  // front): `fill` adds the children, once, under fill_mu and the exclusive
+  // nodes lock, then is cleared. Read and written only under one of those
+  // locks, cleared under both.
+  std::function<void(Node*)> fill;
+  std::mutex fill_mu;
+  std::atomic<bool> filled{true};
+  // Inline refs: the synthesized cache config, also listed under blobs/.
+  std::shared_ptr<const std::string> synthesized_config;
+  Digest synthesized_digest;
+  TimeNs synthesized_mtime = 0;
   std::mutex merge_mu;
   std::atomic<bool> merged_done{false};
   uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
@@ -879,7 +891,8 @@ struct Tree::Impl {
     node->cache = cache;
     Node* raw = node.get();
     parent->children[name] = raw->ino;
-    if (kind == Kind::kDir) ++parent->subdirs;
+    // A folder being filled counts its subfolders from the start.
+    if (kind == Kind::kDir && !parent->fill) ++parent->subdirs;
     nodes[raw->ino] = std::move(node);
     return raw;
   }
@@ -975,25 +988,21 @@ struct Tree::Impl {
   }
 
   // Adds refs/<ref>/ or history/<hex>/ for one ref (keeps the folder shown
-  // before when the ref is unchanged).
+  // before when the ref is unchanged). Its contents are added on first use
+  // (FillRefDir); what lives outside it (a synthesized config under blobs/) now.
   void AddRefDir(Node* parent, const std::string& name,
                  const std::shared_ptr<const catalog::RefInfo>& ref_ptr,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
                  TimeNs blob_mtime_default, const std::map<Digest, backends::BlobStat>& stats,
-                 const std::map<Digest, Node*>& layer_dirs) {
+                 const std::shared_ptr<const std::map<Digest, Node*>>& layer_dirs) {
     const catalog::RefInfo& ref = *ref_ptr;
     if (Node* old = Before(parent, name);
         old != nullptr && old->ref != nullptr && SameRef(*old->ref, ref)) {
       Link(parent, name, old);
       // Its synthesized config stays listed under blobs/ too.
-      if (auto c = old->children.find("cache-config.json"); c != old->children.end()) {
-        const Node* config = GetLocked(c->second);
-        auto d = config->xattrs.find("digest");
-        if (config->xattrs.count("synthesized") && d != config->xattrs.end()) {
-          if (auto digest = Digest::Parse(d->second); digest.ok()) {
-            AddSynthesizedBlob(blobs_dir, *digest, *config->bytes, config->mtime, source_x);
-          }
-        }
+      if (old->synthesized_config) {
+        AddSynthesizedBlob(blobs_dir, old->synthesized_digest, *old->synthesized_config,
+                           old->synthesized_mtime, source_x);
       }
       return;
     }
@@ -1009,6 +1018,33 @@ struct Tree::Impl {
     for (const auto& e : ref.errors) errors += (errors.empty() ? "" : "; ") + e;
     if (!errors.empty()) dir->xattrs["error"] = errors;
 
+    TimeNs cmtime = mtime;
+    if (!ref.config_bytes.empty()) {
+      if (ref.shape == "inline") {
+        cmtime = ref.created ? ref.created : mtime;
+        // Synthesized documents are served under blobs/ too (DESIGN.md §1.5).
+        dir->synthesized_config = std::make_shared<const std::string>(SynthesizeInlineConfig(ref));
+        dir->synthesized_digest = Digest::Sha256Of(*dir->synthesized_config);
+        dir->synthesized_mtime = cmtime;
+        AddSynthesizedBlob(blobs_dir, dir->synthesized_digest, *dir->synthesized_config, cmtime,
+                           source_x);
+      } else if (auto st = stats.find(ref.config.digest); st != stats.end()) {
+        cmtime = st->second.mtime;
+      }
+    }
+    // Always there: snapshots/ and layers/.
+    dir->subdirs = 2;
+    dir->filled.store(false, std::memory_order_release);
+    dir->fill = [this, x = std::move(x), mtime, cmtime, policy, layer_dirs](Node* d) {
+      FillRefDir(d, x, mtime, cmtime, policy, *layer_dirs);
+    };
+  }
+
+  // Adds what refs/<ref>/ (or history/<hex>/) holds, on its first use (see
+  // EnsureFilled). `x` are the xattrs its files share.
+  void FillRefDir(Node* dir, const std::map<std::string, std::string>& x, TimeNs mtime,
+                  TimeNs cmtime, CachePolicy policy, const std::map<Digest, Node*>& layer_dirs) {
+    const catalog::RefInfo& ref = *dir->ref;
     if (!ref.manifest_bytes.empty()) {
       Node* m = AddBytes(dir, "manifest.json", ref.manifest_bytes, mtime, policy);
       m->xattrs = x;
@@ -1017,32 +1053,23 @@ struct Tree::Impl {
       if (ref.synthesized) m->xattrs["synthesized"] = "1";
     }
     if (!ref.config_bytes.empty()) {
-      const bool is_inline = ref.shape == "inline";
-      std::string config = is_inline ? SynthesizeInlineConfig(ref) : ref.config_bytes;
-      Digest digest = is_inline ? Digest::Sha256Of(config) : ref.config.digest;
-      TimeNs cmtime = mtime;
-      if (is_inline) {
-        cmtime = ref.created ? ref.created : mtime;
-      } else if (auto st = stats.find(ref.config.digest); st != stats.end()) {
-        cmtime = st->second.mtime;
-      }
-      Node* c = AddBytes(dir, "cache-config.json", config, cmtime, policy);
+      const bool is_inline = dir->synthesized_config != nullptr;
+      Node* c = AddBytes(dir, "cache-config.json",
+                         is_inline ? *dir->synthesized_config : ref.config_bytes, cmtime, policy);
       c->xattrs = x;
-      c->xattrs["digest"] = digest.ToString();
+      c->xattrs["digest"] = (is_inline ? dir->synthesized_digest : ref.config.digest).ToString();
       c->xattrs["mediatype"] = std::string(formats::media::kCacheConfig);
       if (is_inline) {
         c->xattrs["synthesized"] = "1";
         Node* r = AddBytes(dir, "inline-records.json", ref.inline_records_json, cmtime, policy);
         r->xattrs = x;
         r->xattrs["synthesized"] = "1";
-        // Synthesized documents are served under blobs/ too (DESIGN.md §1.5).
-        AddSynthesizedBlob(blobs_dir, digest, config, cmtime, source_x);
       }
     }
     if (!ref.shape.empty()) {
       Node* r = Add(dir, "records.json", Kind::kFile, mtime, policy);
       r->content = Content::kLazy;
-      r->render = [ref_ptr] { return RecordsJson(*ref_ptr); };
+      r->render = [ref_ptr = dir->ref] { return RecordsJson(*ref_ptr); };
       r->xattrs = x;
     }
     // snapshots/<chainid12>/: the merged filesystem of every chain that is a
@@ -1257,7 +1284,8 @@ struct Tree::Impl {
     // stays, with what indexing it found.
     Node* layers_top = Folder(src, "layers", smtime, sx);
     std::map<std::string, Node*> layer_alg_dirs;
-    std::map<Digest, Node*> layer_dirs;
+    auto layer_dirs_ptr = std::make_shared<std::map<Digest, Node*>>();
+    std::map<Digest, Node*>& layer_dirs = *layer_dirs_ptr;
     std::vector<std::shared_ptr<LayerState>> new_states;
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
@@ -1306,13 +1334,13 @@ struct Tree::Impl {
     for (const auto& r : info.refs) {
       AddRefDir(refs, backends::EncodeRefName(r.name),
                 std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, layer_dirs);
+                info.blob_stats, layer_dirs_ptr);
     }
     Node* history = Folder(src, "history", smtime, sx);
     for (const auto& r : info.history) {
       AddRefDir(history, r.descriptor.digest.hex(),
                 std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, layer_dirs);
+                info.blob_stats, layer_dirs_ptr);
     }
   }
 
@@ -2023,6 +2051,18 @@ struct Tree::Impl {
   // directories are new nodes.
   // Like EnsureExpanded, a layer whose blob cannot be had now leaves the
   // snapshot unmerged: the error is returned and the next use tries again.
+  // Fills a ref folder on its first use (see Node::fill). Nodes of a
+  // folder are added once; readers of `children` take nodes_mu shared.
+  void EnsureFilled(Node* n) {
+    if (n == nullptr || n->filled.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> filling(n->fill_mu);
+    if (n->filled.load(std::memory_order_acquire)) return;
+    std::unique_lock<std::shared_mutex> lock(nodes_mu);
+    n->fill(n);
+    n->fill = nullptr;
+    n->filled.store(true, std::memory_order_release);
+  }
+
   Status EnsureMerged(Node* snap) {
     if (snap == nullptr || snap->chain.empty()) return OkStatus();
     if (snap->merged_done.load(std::memory_order_acquire)) return OkStatus();
@@ -2301,6 +2341,7 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   Node* p = impl_->Get(parent);
+  impl_->EnsureFilled(p);
   BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(p));
   BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(p));
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
@@ -2324,6 +2365,7 @@ Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
   Node* n = impl_->Get(ino);
   if (n == nullptr) return NotFoundError("no such inode");
   if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
+  impl_->EnsureFilled(n);
   BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(n));
   BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(n));
   std::vector<std::pair<std::string, Node*>> children;
