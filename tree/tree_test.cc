@@ -241,6 +241,41 @@ TEST_F(TreeTest, InodeNumbersAreStableAcrossBuilds) {
   EXPECT_EQ(a->Resolve("")->ino, Tree::kRootIno);
 }
 
+TEST_F(TreeTest, RefFoldersAreFilledOnFirstUseWithThePathsInodeNumbers) {
+  auto a = Build(), b = Build();
+  // Nothing of a ref folder exists until it is looked into: 2 refs' contents.
+  const size_t before = b->NodeCount();
+  auto dir = b->Resolve("cache/refs/latest");
+  ASSERT_TRUE(dir.ok());
+  EXPECT_EQ(dir->nlink, 4u);  // snapshots/ and layers/, counted before they exist
+  EXPECT_EQ(b->NodeCount(), before);
+  EXPECT_EQ(*b->GetXattr(dir->ino, "user.buildcachefs.ref"), "latest");
+  EXPECT_EQ(Names(*b, "cache/refs/latest"),
+            (std::vector<std::string>{"cache-config.json", "layers", "manifest.json",
+                                      "records.json", "snapshots"}));
+  const size_t one = b->NodeCount();
+  EXPECT_GT(one, before);
+  EXPECT_EQ(b->Resolve("cache/refs/latest")->nlink, 4u);
+  // Filled once: a second listing adds nothing.
+  Names(*b, "cache/refs/latest");
+  EXPECT_EQ(b->NodeCount(), one);
+  // Filled in another order (feature/x first in a, by lookup), the inode
+  // numbers are the same: they come from the paths.
+  for (const char* p : {"cache/refs/feature%2Fx/manifest.json", "cache/refs/latest/snapshots",
+                        "cache/refs/latest/layers", "cache/refs/latest/records.json",
+                        "cache/refs/feature%2Fx/cache-config.json"}) {
+    auto x = a->Resolve(p), y = b->Resolve(p);
+    ASSERT_TRUE(x.ok() && y.ok()) << p;
+    EXPECT_EQ(x->ino, y->ino) << p;
+    EXPECT_EQ(x->size, y->size) << p;
+  }
+  for (const auto& name : Names(*b, "cache/refs/latest/layers")) {
+    EXPECT_EQ(a->Resolve("cache/refs/latest/layers/" + name)->ino,
+              b->Resolve("cache/refs/latest/layers/" + name)->ino)
+        << name;
+  }
+}
+
 class RefreshTest : public TreeTest {
  protected:
   void SetUp() override {
