@@ -11,6 +11,8 @@
 //   .buildcachefs/metrics                  Prometheus text (core/metrics.h), rendered when read
 //
 // Inode numbers are derived from the path, so they are stable across remounts.
+// What a ref folder holds is built on its first lookup or listing (a mount
+// with thousands of refs builds only their folders), with the same numbers.
 // Nodes are created once and never freed while the tree lives, so the FUSE
 // layer's lookup counts need no bookkeeping here.
 //
