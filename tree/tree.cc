@@ -1726,7 +1726,8 @@ struct Tree::Impl {
   // entries read before a damaged spot stay. When the blob itself cannot be
   // had now (a dead server, a transfer that failed its digest, no space under
   // the GC limits) the folder is not indexed: the error is returned and the
-  // next use tries again. A blob the source does not hold is final.
+  // next use tries again. A blob the source does not hold, or a local blob
+  // whose bytes are wrong, is final.
   Status EnsureExpanded(Node* n) {
     if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return OkStatus();
     LayerState& layer = *n->layer;
@@ -1755,12 +1756,16 @@ struct Tree::Impl {
       }
     }
     if (!listed && !LoadLayer(layer, &entries, &warnings)) {
+      // A remote blob that cannot be had now may come later (a dead server, a
+      // transfer that failed its digest): the folder stays unindexed. A local
+      // file that fails is what the source holds: final, like a missing blob.
+      const bool remote = !sources[layer.blob->source].backend->CheapStat();
       auto fd = layer.BlobFd();
-      {
+      if (remote) {
         std::lock_guard<std::mutex> lock(layer.fetch_error_mu);
         layer.fetch_error = fd.ok() ? "" : fd.status().message();
       }
-      if (!fd.ok() && fd.status().code() != Code::kNotFound) return fd.status();
+      if (remote && !fd.ok() && fd.status().code() != Code::kNotFound) return fd.status();
       Status st = IndexLayer(layer, &entries, &warnings);
       if (!st.ok()) failure = st.message();
     }
