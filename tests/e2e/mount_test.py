@@ -513,9 +513,10 @@ class Base(unittest.TestCase):
 
     # -- mounting ---------------------------------------------------------
 
-    def run_mount(self, sources, mnt, opts=None, state=None):
-        """Runs `buildcachefs mount` (daemon mode); returns (rc, output). Output goes to a
-        file, not a pipe: a daemon that keeps stderr must not block us."""
+    def run_mount(self, sources, mnt, opts=None, state=None, env=None):
+        """Runs `buildcachefs mount` (daemon mode) with `env` (default: ours); returns
+        (rc, output). Output goes to a file, not a pipe: a daemon that keeps stderr must
+        not block us."""
         state = state or tempfile.mkdtemp(prefix="state-", dir=self.tmp)
         cmd = [ARGS.bin, "mount", "--state-dir", state]
         if opts:
@@ -525,20 +526,25 @@ class Base(unittest.TestCase):
         self.logs[mnt] = log  # the daemon keeps logging here (its inherited stderr)
         with open(log, "wb") as out:
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               timeout=MOUNT_TIMEOUT)
+                               timeout=MOUNT_TIMEOUT, env=env)
         # The daemon may still be writing to the log: read what the command left.
         with open(log, "rb") as f:
             return p.returncode, f.read().decode(errors="replace")
 
-    def mount(self, sources, opts=None, state=None, mnt=None):
+    def mount(self, sources, opts=None, state=None, mnt=None, env=None):
         if mnt is None:
             mnt = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
         self._mounts.append(mnt)
         self.addCleanup(self.unmount, mnt)
-        rc, out = self.run_mount(sources, mnt, opts, state)
+        rc, out = self.run_mount(sources, mnt, opts, state, env)
         self.assertEqual(rc, 0, "buildcachefs mount %s failed:\n%s" % (" ".join(sources), out))
         self.assertTrue(is_mounted(mnt), "mount returned 0 but %s is not mounted" % mnt)
         return mnt
+
+    def log_of(self, mnt):
+        """Everything the mount command and its daemon wrote so far."""
+        with open(self.logs[mnt], "rb") as f:
+            return f.read().decode(errors="replace")
 
     def bind_ro(self, path):
         """A read-only bind mount of path (as users do with `-v MNT/src:/cache:ro`)."""

@@ -295,29 +295,8 @@ class Base(mt.Base):
         e["DOCKER_CONFIG"] = docker_config
         return e
 
-    def run_mount_env(self, sources, mnt, env, state):
-        cmd = [ARGS.bin, "mount", "--state-dir", state] + list(sources) + [mnt]
-        log = os.path.join(self.tmp, "mount-%d.log" % len(os.listdir(self.tmp)))
-        self.logs[mnt] = log
-        with open(log, "wb") as out:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               timeout=mt.MOUNT_TIMEOUT, env=env)
-        with open(log, "rb") as f:
-            return p.returncode, f.read().decode(errors="replace")
-
     def mount_env(self, sources, env, state=None, mnt=None):
-        state = state or tempfile.mkdtemp(prefix="state-", dir=self.tmp)
-        mnt = mnt or tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
-        self._mounts.append(mnt)
-        self.addCleanup(self.unmount, mnt)
-        rc, out = self.run_mount_env(sources, mnt, env, state)
-        self.assertEqual(rc, 0, "buildcachefs mount %s failed:\n%s" % (" ".join(sources), out))
-        self.assertTrue(mt.is_mounted(mnt), "mount returned 0 but %s is not mounted" % mnt)
-        return mnt
-
-    def log_of(self, mnt):
-        with open(self.logs[mnt], "rb") as f:
-            return f.read().decode(errors="replace")
+        return self.mount(sources, state=state, mnt=mnt, env=env)
 
     def ls(self, source, env, *extra):
         return subprocess.run([ARGS.bin, "ls", source] + list(extra), capture_output=True,

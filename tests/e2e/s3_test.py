@@ -162,25 +162,8 @@ class Base(mt.Base):
                          "use_path_style=true", "region=" + REGION] + list(extra))
 
     def mount_env(self, sources, env):
-        state = tempfile.mkdtemp(prefix="state-", dir=self.tmp)
-        mnt = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
-        self._mounts.append(mnt)
-        self.addCleanup(self.unmount, mnt)
-        cmd = [ARGS.bin, "mount", "--state-dir", state] + list(sources) + [mnt]
-        log = os.path.join(self.tmp, "mount-%d.log" % len(os.listdir(self.tmp)))
-        self.logs[mnt] = log
-        with open(log, "wb") as out:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               timeout=mt.MOUNT_TIMEOUT, env=env)
-        with open(log, "rb") as f:
-            text = f.read().decode(errors="replace")
-        self.assertEqual(p.returncode, 0, "mount failed:\n" + text)
-        self.assertTrue(mt.is_mounted(mnt))
-        return mnt
-
-    def log_of(self, mnt):
-        with open(self.logs[mnt], "rb") as f:
-            return f.read().decode(errors="replace")
+        """mt.Base.mount with an environment for the command and its daemon."""
+        return self.mount(sources, env=env)
 
     def ls(self, source, env, *extra):
         return subprocess.run([ARGS.bin, "ls", source] + list(extra), capture_output=True,
