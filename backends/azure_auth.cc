@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/base64.h"
+#include "core/strings.h"
 
 namespace bcfs::backends {
 namespace {
@@ -16,12 +17,6 @@ namespace {
 constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool Unreserved(unsigned char c) {
   return std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
@@ -82,13 +77,6 @@ std::string FoldWhitespace(std::string_view v) {
   return out;
 }
 
-std::string Trim(std::string_view s) {
-  size_t a = 0, b = s.size();
-  while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
-  while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
-  return std::string(s.substr(a, b - a));
-}
-
 }  // namespace
 
 std::string AzureHttpDate(std::time_t t) {
@@ -139,7 +127,7 @@ std::string SharedKeyStringToSign(std::string_view method, std::string_view url,
   auto header = [&](std::string_view name) -> std::string {
     std::string value;
     for (const auto& h : headers) {
-      if (Lower(h.name) == name) value = Trim(h.value);
+      if (AsciiLower(h.name) == name) value = TrimAscii(h.value);
     }
     return value;
   };
@@ -160,7 +148,7 @@ std::string SharedKeyStringToSign(std::string_view method, std::string_view url,
 
   std::map<std::string, std::string> ms;
   for (const auto& h : headers) {
-    std::string n = Lower(Trim(h.name));
+    std::string n = AsciiLower(TrimAscii(h.name));
     if (n.rfind("x-ms-", 0) == 0) ms[n] = FoldWhitespace(h.value);
   }
   for (const auto& [n, v] : ms) s += n + ":" + v + "\n";
@@ -188,7 +176,7 @@ std::string SharedKeyStringToSign(std::string_view method, std::string_view url,
     query = amp == std::string_view::npos ? "" : query.substr(amp + 1);
     if (kv.empty()) continue;
     size_t eq = kv.find('=');
-    std::string name = Lower(Unescape(kv.substr(0, eq)));
+    std::string name = AsciiLower(Unescape(kv.substr(0, eq)));
     std::string value = eq == std::string_view::npos ? "" : Unescape(kv.substr(eq + 1));
     params[name].push_back(value);
   }
@@ -202,7 +190,7 @@ std::string SharedKeyStringToSign(std::string_view method, std::string_view url,
 
 Result<std::string> SharedKeySignature(std::string_view string_to_sign,
                                        std::string_view base64_key) {
-  auto key = Base64Decode(Trim(base64_key));
+  auto key = Base64Decode(TrimAscii(base64_key));
   if (!key.ok() || key->empty()) {
     return InvalidArgumentError("the account key is not base64 (an Azure storage key is)");
   }
@@ -230,13 +218,13 @@ std::string AppendSas(std::string_view url, std::string_view sas) {
 }
 
 std::string AzureConnectionString::Get(std::string_view key) const {
-  auto it = values.find(Lower(key));
+  auto it = values.find(AsciiLower(key));
   return it == values.end() ? std::string() : it->second;
 }
 
 std::string AzureConnectionString::AccountName() const {
   std::string name = Get("AccountName");
-  if (name.empty() && Lower(Get("UseDevelopmentStorage")) == "true") {
+  if (name.empty() && AsciiLower(Get("UseDevelopmentStorage")) == "true") {
     name = std::string(kAzuriteAccount);
   }
   return name;
@@ -244,7 +232,8 @@ std::string AzureConnectionString::AccountName() const {
 
 std::string AzureConnectionString::AccountKey() const {
   std::string key = Get("AccountKey");
-  if (key.empty() && Lower(Get("UseDevelopmentStorage")) == "true") key = std::string(kAzuriteKey);
+  if (key.empty() && AsciiLower(Get("UseDevelopmentStorage")) == "true")
+    key = std::string(kAzuriteKey);
   return key;
 }
 
@@ -252,7 +241,7 @@ std::string AzureConnectionString::Sas() const { return Get("SharedAccessSignatu
 
 std::string AzureConnectionString::BlobEndpoint() const {
   std::string ep = Get("BlobEndpoint");
-  if (ep.empty() && Lower(Get("UseDevelopmentStorage")) == "true") {
+  if (ep.empty() && AsciiLower(Get("UseDevelopmentStorage")) == "true") {
     std::string proxy = Get("DevelopmentStorageProxyUri");
     ep = (proxy.empty() ? std::string("http://127.0.0.1") : proxy) + ":10000/" +
          std::string(kAzuriteAccount);
@@ -275,13 +264,13 @@ Result<AzureConnectionString> ParseAzureConnectionString(std::string_view text) 
     std::string_view seg = text.substr(0, semi);
     text = semi == std::string_view::npos ? "" : text.substr(semi + 1);
     ++index;
-    if (Trim(seg).empty()) continue;
+    if (TrimAscii(seg).empty()) continue;
     size_t eq = seg.find('=');
     if (eq == std::string_view::npos || eq == 0) {
       return InvalidArgumentError("the Azure connection string's segment " + std::to_string(index) +
                                   " is not Key=Value");
     }
-    cs.values[Lower(Trim(seg.substr(0, eq)))] = Trim(seg.substr(eq + 1));
+    cs.values[AsciiLower(TrimAscii(seg.substr(0, eq)))] = TrimAscii(seg.substr(eq + 1));
   }
   if (cs.values.empty()) return InvalidArgumentError("the Azure connection string is empty");
   return cs;
@@ -298,7 +287,7 @@ Result<AzureCredential> AzureCredential::SharedKey(std::string account, std::str
   AzureCredential c;
   c.kind_ = Kind::kSharedKey;
   c.account_ = std::move(account);
-  c.key_ = Trim(base64_key);
+  c.key_ = TrimAscii(base64_key);
   return c;
 }
 

@@ -5,14 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base64.h"
+#include "core/strings.h"
 
 namespace bcfs::backends {
 namespace {
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 std::string UrlEncode(std::string_view s) {
   static const char kHex[] = "0123456789ABCDEF";
@@ -50,7 +46,7 @@ Result<std::vector<Challenge>> ParseChallenges(std::string_view h) {
     }
     if (i >= h.size()) break;
     Challenge c;
-    c.scheme = Lower(token());
+    c.scheme = AsciiLower(token());
     if (c.scheme.empty()) return InvalidArgumentError("WWW-Authenticate: expected a scheme");
     // Parameters: name=value pairs separated by commas, until the next scheme.
     while (true) {
@@ -78,7 +74,7 @@ Result<std::vector<Challenge>> ParseChallenges(std::string_view h) {
       } else {
         value = token();
       }
-      c.params[Lower(name)] = value;
+      c.params[AsciiLower(name)] = value;
       skip_ws();
       if (i < h.size() && h[i] == ',') ++i;
     }

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/digest.h"
+#include "core/strings.h"
 
 namespace bcfs::backends::s3 {
 namespace {
@@ -38,12 +39,6 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Trims the value and collapses runs of spaces into one (SigV4 "Trimall").
 std::string TrimAll(std::string_view v) {
   std::string out;
@@ -60,13 +55,6 @@ std::string TrimAll(std::string_view v) {
   return out;
 }
 
-std::string Trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r");
-  return std::string(s.substr(b, e - b + 1));
-}
-
 // One INI file as the AWS shared files are read: sections -> keys -> values.
 // Keys are lower-cased; '#' and ';' start comment lines.
 using Ini = std::map<std::string, std::map<std::string, std::string>>;
@@ -81,17 +69,17 @@ Result<Ini> ReadIni(const std::string& path, bool* exists) {
   if (!in) return ErrnoError(errno, "read " + path);
   std::string line, section;
   while (std::getline(in, line)) {
-    std::string t = Trim(line);
+    std::string t = TrimAscii(line);
     if (t.empty() || t[0] == '#' || t[0] == ';') continue;
     if (t.front() == '[' && t.back() == ']') {
-      section = Trim(std::string_view(t).substr(1, t.size() - 2));
+      section = TrimAscii(std::string_view(t).substr(1, t.size() - 2));
       out[section];
       continue;
     }
     size_t eq = t.find('=');
     if (eq == std::string::npos || section.empty()) continue;
-    out[section][Lower(Trim(std::string_view(t).substr(0, eq)))] =
-        Trim(std::string_view(t).substr(eq + 1));
+    out[section][AsciiLower(TrimAscii(std::string_view(t).substr(0, eq)))] =
+        TrimAscii(std::string_view(t).substr(eq + 1));
   }
   return out;
 }
@@ -138,7 +126,7 @@ SignedRequest SignV4(const SigningRequest& req, const SigningScope& scope,
   // Header names sorted; repeated names joined with ',' in the order given.
   std::map<std::string, std::string> headers;
   for (const auto& h : req.headers) {
-    std::string name = Lower(h.name);
+    std::string name = AsciiLower(h.name);
     std::string value = TrimAll(h.value);
     auto [it, inserted] = headers.try_emplace(name, value);
     if (!inserted) it->second += "," + value;

@@ -10,6 +10,7 @@
 #include "core/digest.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/strings.h"
 #include "core/time.h"
 #include "core/units.h"
 
@@ -122,6 +123,16 @@ TEST(Log, PrefixesSdDaemonPrioritiesOnlyWhenStderrIsTheJournal) {
             "plain\nbuildcachefs: error: e1\nbuildcachefs: warning: w1\n"
             "buildcachefs: info: i1\nbuildcachefs: debug: d1\n");
   EXPECT_EQ(LogLinesTo(/*journal=*/true, "garbage").substr(0, 6), "plain\n");
+}
+
+TEST(Strings, AsciiLowerAndTrimTouchOnlyAscii) {
+  EXPECT_EQ(AsciiLower("X-Ms-Date: \xC3\x84"
+                       "B"),
+            "x-ms-date: \xC3\x84"
+            "b");
+  EXPECT_EQ(TrimAscii(" \t\r\n\v\f key = v \r\n"), "key = v");
+  EXPECT_EQ(TrimAscii(" \t "), "");
+  EXPECT_EQ(TrimAscii(""), "");
 }
 
 }  // namespace
