@@ -453,6 +453,10 @@ class ServiceThread {
 Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
                     const Notifier& notifier, const std::string& serving);
 
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
 // Opens the index and every source, builds the tree and serves it. Returns
 // the error that stopped it; `on_ready` runs once the mount answers. Tells
 // systemd what happens when $NOTIFY_SOCKET is set.
@@ -488,8 +492,10 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
                  ? backend.status().WithContext("source " + where)
                  : backend.status();
     }
+    const auto read_start = std::chrono::steady_clock::now();
     catalog::SourceInfo info =
         catalog::ReadSource(**backend, name, std::string(backends::SourceTypeName(spec.type)));
+    const auto read_end = std::chrono::steady_clock::now();
     for (const auto& e : info.errors) LOG_WARNING("source " << name << ": " << e);
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
@@ -503,6 +509,10 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
     if (Status st = idx->ReplaceSource(catalog::ToSnapshot(info, Now())); !st.ok()) {
       LOG_WARNING("source " << name << ": not recorded in the index: " << st.message());
     }
+    LOG_DEBUG("source " << name << ": " << info.refs.size() << " refs, " << info.blobs.size()
+                        << " blobs; catalog read in " << Seconds(read_end - read_start)
+                        << " s, index updated in "
+                        << Seconds(std::chrono::steady_clock::now() - read_end) << " s");
     inputs.push_back(tree::SourceInput{
         name, std::shared_ptr<backends::Backend>(std::move(*backend)), std::move(info)});
   }
@@ -521,8 +531,11 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   if (::mkdir(derived.c_str(), 0700) != 0 && errno != EEXIST) {
     LOG_WARNING("derived copies disabled: mkdir " << derived << ": " << std::strerror(errno));
   }
+  const auto build_start = std::chrono::steady_clock::now();
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
                         tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived));
+  LOG_DEBUG("tree built in " << Seconds(std::chrono::steady_clock::now() - build_start) << " s, "
+                             << tree->NodeCount() << " nodes");
   // noatime: no access times, ours included.
   for (const auto& o : plan.mount.options) {
     if (o == "noatime") tree->SetAccessTracking(false);

@@ -517,10 +517,26 @@ class SnapshotHasher {
   Sha256 hash_;
 };
 
-Status ReplaceSourceLocked(Connection& conn, const SourceSnapshot& snap) {
+// What identifies rows stored under a caller's key (see ReplaceSource):
+// never equal to a content digest, which hashes the blob count after the
+// source fields.
+std::string KeyedContent(const SourceRow& source, std::string_view key) {
+  Sha256 h;
+  for (std::string_view t :
+       {std::string_view("key"), std::string_view(source.name), std::string_view(source.type),
+        std::string_view(source.location), key}) {
+    const uint64_t n = t.size();
+    h.Update(&n, sizeof n);
+    h.Update(t);
+  }
+  return h.Finish().ToString();
+}
+
+Status ReplaceSourceLocked(Connection& conn, const SourceSnapshot& snap, std::string_view key) {
   if (snap.source.name.empty()) return InvalidArgumentError("source name is empty");
   for (const BlobRow& b : snap.blobs) BCFS_RETURN_IF_ERROR(CheckDigest(b.digest, "a blob"));
-  const std::string content = SnapshotHasher().Of(snap);
+  const std::string content =
+      key.empty() ? SnapshotHasher().Of(snap) : KeyedContent(snap.source, key);
 
   Transaction tx(&conn);
   BCFS_RETURN_IF_ERROR(tx.BeginWrite());
@@ -720,10 +736,31 @@ Result<int> Index::SchemaVersion() {
   });
 }
 
-Status Index::ReplaceSource(const SourceSnapshot& snapshot) {
+Status Index::ReplaceSource(const SourceSnapshot& snapshot, std::string_view key) {
   std::string op = "replace source \"" + snapshot.source.name + "\"";
-  return NoThrow(path(), op,
-                 [&]() -> Status { return db_->Context(ReplaceSourceLocked(*db_, snapshot), op); });
+  return NoThrow(path(), op, [&]() -> Status {
+    return db_->Context(ReplaceSourceLocked(*db_, snapshot, key), op);
+  });
+}
+
+Result<bool> Index::TouchSource(const SourceRow& source, std::string_view key, TimeNs refreshed) {
+  std::string op = "touch source \"" + source.name + "\"";
+  return NoThrow(path(), op, [&]() -> Result<bool> {
+    auto body = [&]() -> Result<bool> {
+      BCFS_ASSIGN_OR_RETURN(
+          Stmt stmt,
+          db_->Prepare("UPDATE sources SET refreshed_ns = ?3 WHERE name = ?1 AND "
+                       "id IN (SELECT source_id FROM source_contents WHERE digest = ?2)"));
+      BCFS_RETURN_IF_ERROR(stmt.Bind(1, source.name)
+                               .Bind(2, KeyedContent(source, key))
+                               .Bind(3, refreshed)
+                               .Run("update the source's refresh time"));
+      return sqlite3_changes(db_->db()) > 0;
+    };
+    auto r = body();
+    if (!r.ok()) return db_->Context(r.status(), op);
+    return r;
+  });
 }
 
 Result<std::vector<std::string>> Index::ListSources() {

@@ -178,7 +178,15 @@ class Index {
   // source's stored rows came from a snapshot with the same content (a digest
   // of everything but `refreshed` is kept with the source row), only its
   // refresh time is updated.
-  Status ReplaceSource(const SourceSnapshot& snapshot);
+  // With a non-empty `key` (a fingerprint of what the snapshot was made
+  // from, that changes whenever the snapshot could), the rows are identified
+  // by the key instead of a digest of their content, so that TouchSource can
+  // confirm them later without making a snapshot.
+  Status ReplaceSource(const SourceSnapshot& snapshot, std::string_view key = {});
+  // When `source` (name, type and location) was last stored by ReplaceSource
+  // with this key: updates its refresh time and returns true. False (nothing
+  // changed) otherwise: the caller then replaces it.
+  Result<bool> TouchSource(const SourceRow& source, std::string_view key, TimeNs refreshed);
 
   // All source names, sorted (byte order). Empty when there are none.
   Result<std::vector<std::string>> ListSources();

@@ -391,6 +391,42 @@ TEST(Index, ReplaceSourceWithTheSameContentOnlyUpdatesTheRefreshTime) {
   EXPECT_EQ(idx->LoadSource("local-a")->refs.size(), 3u);
 }
 
+TEST(Index, TouchSourceConfirmsOnlyRowsStoredUnderTheSameKeyTypeAndLocation) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string path = dir.File("index.db");
+  auto idx = MustOpen(path);
+  ASSERT_NE(idx, nullptr);
+  const SourceRow source = SnapshotA().source;
+  // Nothing stored yet: nothing to confirm.
+  EXPECT_FALSE(*idx->TouchSource(source, "fp-1", 7));
+  ASSERT_TRUE(idx->ReplaceSource(SnapshotA(), "fp-1").ok());
+  EXPECT_TRUE(*idx->TouchSource(source, "fp-1", 7));
+  auto snap = idx->LoadSource("local-a");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ(snap->refreshed, 7);
+  EXPECT_EQ(snap->refs.size(), 3u);
+  // Another key, type or location confirms nothing and changes nothing.
+  SourceRow moved = source;
+  moved.location = source.location + "-elsewhere";
+  SourceRow retyped = source;
+  retyped.type = "registry";
+  EXPECT_FALSE(*idx->TouchSource(source, "fp-2", 8));
+  EXPECT_FALSE(*idx->TouchSource(moved, "fp-1", 8));
+  EXPECT_FALSE(*idx->TouchSource(retyped, "fp-1", 8));
+  EXPECT_EQ(idx->LoadSource("local-a")->refreshed, 7);
+  // Rows stored by content (no key) are not confirmed by any key...
+  SourceSnapshot by_content = SnapshotA();
+  by_content.refs.pop_back();
+  ASSERT_TRUE(idx->ReplaceSource(by_content).ok());
+  EXPECT_EQ(idx->LoadSource("local-a")->refs.size(), 2u);
+  EXPECT_FALSE(*idx->TouchSource(source, "fp-1", 9));
+  // ...and a keyed replace with a new key rewrites them in full.
+  ASSERT_TRUE(idx->ReplaceSource(SnapshotA(), "fp-3").ok());
+  EXPECT_EQ(idx->LoadSource("local-a")->refs.size(), 3u);
+  EXPECT_TRUE(*idx->TouchSource(source, "fp-3", 10));
+}
+
 TEST(Index, TwoSourcesSharingABlobKeepItUntilNeitherHoldsIt) {
   auto idx = MustOpen(":memory:");
   ASSERT_NE(idx, nullptr);

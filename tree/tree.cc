@@ -401,6 +401,29 @@ class DerivedWriter {
   std::string digests_;
 };
 
+// blobs/<alg>/ and layers/<alg>/ of a source: what they hold, made into
+// nodes on the first lookup of a name, or all on the first listing (a mount
+// of a cache with 100,000 blobs builds none of them up front).
+struct BlobSpec {
+  std::shared_ptr<BlobRef> blob;
+  TimeNs mtime = 0;
+  std::string media;                       // "" when unknown
+  std::shared_ptr<const std::string> doc;  // a manifest or config served from memory
+  bool synthesized = false;
+};
+struct LayerSpec {
+  std::shared_ptr<BlobRef> blob;
+  TimeNs mtime = 0;
+  std::string media;
+  Digest toc_digest;  // set only where eStargz chunk reads apply
+};
+struct LazyTable {
+  std::map<std::string, std::string> source_x;        // the source's xattrs
+  std::unordered_map<std::string, BlobSpec> blobs;    // blobs/<alg>/, by hex
+  std::unordered_map<std::string, LayerSpec> layers;  // layers/<alg>/, by hex
+  bool Has(const std::string& name) const { return blobs.count(name) || layers.count(name); }
+};
+
 }  // namespace
 
 class Node {
@@ -442,6 +465,10 @@ class Node {
   std::function<void(Node*)> fill;
   std::mutex fill_mu;
   std::atomic<bool> filled{true};
+  // blobs/<alg>/ and layers/<alg>/: what the folder holds (its `fill` makes
+  // every node; a lookup makes one). Replaced by a refresh, under the
+  // exclusive nodes lock; read under it (shared or exclusive).
+  std::shared_ptr<const LazyTable> lazy;
   // Inline refs: the synthesized cache config, also listed under blobs/.
   std::shared_ptr<const std::string> synthesized_config;
   Digest synthesized_digest;
@@ -897,12 +924,17 @@ struct Tree::Impl {
     return raw;
   }
 
-  Node* AddBytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
-                 CachePolicy cache) {
+  Node* AddBytes(Node* parent, const std::string& name, std::shared_ptr<const std::string> bytes,
+                 TimeNs mtime, CachePolicy cache) {
     Node* n = Add(parent, name, Kind::kFile, mtime, cache);
     n->content = Content::kBytes;
-    n->bytes = std::make_shared<const std::string>(std::move(bytes));
+    n->bytes = std::move(bytes);
     return n;
+  }
+  Node* AddBytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
+                 CachePolicy cache) {
+    return AddBytes(parent, name, std::make_shared<const std::string>(std::move(bytes)), mtime,
+                    cache);
   }
 
   // ---- refresh support (all under the exclusive nodes lock) ----
@@ -925,7 +957,7 @@ struct Tree::Impl {
 
   void Link(Node* parent, const std::string& name, Node* child) {
     parent->children[name] = child->ino;
-    if (child->kind == Kind::kDir) ++parent->subdirs;
+    if (child->kind == Kind::kDir && !parent->fill) ++parent->subdirs;
   }
 
   // Empties a folder that is about to be rebuilt, remembering what it held.
@@ -951,10 +983,10 @@ struct Tree::Impl {
   // A file served from memory: the one shown before when it holds the same
   // bytes and attributes, else a new node (a new inode: the kernel cannot
   // mix the old bytes with the new).
-  Node* Bytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
-              CachePolicy cache, const std::map<std::string, std::string>& x) {
+  Node* Bytes(Node* parent, const std::string& name, std::shared_ptr<const std::string> bytes,
+              TimeNs mtime, CachePolicy cache, const std::map<std::string, std::string>& x) {
     if (Node* old = Before(parent, name); old != nullptr && old->content == Content::kBytes &&
-                                          *old->bytes == bytes && old->xattrs == x &&
+                                          *old->bytes == *bytes && old->xattrs == x &&
                                           old->cache == cache) {
       Link(parent, name, old);
       return old;
@@ -962,6 +994,131 @@ struct Tree::Impl {
     Node* n = AddBytes(parent, name, std::move(bytes), mtime, cache);
     n->xattrs = x;
     return n;
+  }
+  Node* Bytes(Node* parent, const std::string& name, std::string bytes, TimeNs mtime,
+              CachePolicy cache, const std::map<std::string, std::string>& x) {
+    return Bytes(parent, name, std::make_shared<const std::string>(std::move(bytes)), mtime, cache,
+                 x);
+  }
+
+  // ---- blobs/<alg>/ and layers/<alg>/, made on demand ----
+
+  // Names shown by a refresh in lazy folders that did not show them before
+  // (the kernel may hold a negative entry for them). Under the exclusive
+  // nodes lock; emptied by RefreshSource.
+  std::vector<std::pair<uint64_t, std::string>> lazy_added;
+
+  // A lazy folder holding `table`: the one shown before (emptied; what it had
+  // made is made again now, the same node where unchanged, so a refresh
+  // compares it as any folder), or a new one.
+  Node* LazyFolder(Node* parent, const std::string& name, TimeNs mtime,
+                   std::shared_ptr<const LazyTable> table) {
+    Node* d = Folder(parent, name, mtime, table->source_x);
+    if (d->lazy) {
+      for (const auto& [n, spec] : table->blobs) {
+        if (!d->lazy->Has(n)) lazy_added.emplace_back(d->ino, n);
+      }
+      for (const auto& [n, spec] : table->layers) {
+        if (!d->lazy->Has(n)) lazy_added.emplace_back(d->ino, n);
+      }
+    }
+    d->subdirs = table->layers.size();
+    d->lazy = std::move(table);
+    d->fill = [this](Node* n) { FillLazy(n); };
+    d->filled.store(false, std::memory_order_release);
+    if (auto prev = previous.find(d->ino); prev != previous.end()) {
+      for (const auto& [n, ino] : prev->second) MakeLazy(d, n);
+    }
+    return d;
+  }
+
+  // Under the exclusive nodes lock: child `name` of folder `dir`, made now
+  // when dir is a lazy folder that holds it; null when there is none.
+  Node* MakeLazy(Node* dir, const std::string& name) {
+    if (auto it = dir->children.find(name); it != dir->children.end()) {
+      return GetLocked(it->second);
+    }
+    if (!dir->lazy) return nullptr;
+    if (auto b = dir->lazy->blobs.find(name); b != dir->lazy->blobs.end()) {
+      return MakeBlob(dir, name, b->second);
+    }
+    if (auto l = dir->lazy->layers.find(name); l != dir->lazy->layers.end()) {
+      return MakeLayerDir(dir, name, l->second);
+    }
+    return nullptr;
+  }
+
+  // Under the exclusive nodes lock: every node of a lazy folder.
+  void FillLazy(Node* dir) {
+    const std::shared_ptr<const LazyTable> table = dir->lazy;
+    for (const auto& [name, spec] : table->blobs) MakeLazy(dir, name);
+    for (const auto& [name, spec] : table->layers) MakeLazy(dir, name);
+  }
+
+  // blobs/<alg>/<hex>: a document read by the catalog is served from memory
+  // (a registry serves manifests only under /manifests/), any other blob from
+  // the source, verified.
+  Node* MakeBlob(Node* dir, const std::string& hex, const BlobSpec& s) {
+    std::map<std::string, std::string> x = dir->lazy->source_x;
+    x["digest"] = s.blob->digest.ToString();
+    if (!s.media.empty()) x["mediatype"] = s.media;
+    if (s.doc && s.blob->static_error.empty()) {
+      x["cached"] = std::to_string(s.doc->size());
+      if (s.synthesized) x["synthesized"] = "1";
+      return Bytes(dir, hex, s.doc, s.mtime, CachePolicy::kImmutable, x);
+    }
+    if (Node* old = Before(dir, hex); old != nullptr && old->content == Content::kBlob &&
+                                      old->mtime == s.mtime && old->xattrs == x &&
+                                      old->blob->size == s.blob->size &&
+                                      old->blob->static_error == s.blob->static_error) {
+      Link(dir, hex, old);
+      return old;
+    }
+    Node* n = Add(dir, hex, Kind::kFile, s.mtime, CachePolicy::kImmutable);
+    n->content = Content::kBlob;
+    n->blob = s.blob;
+    n->xattrs = std::move(x);
+    return n;
+  }
+
+  // layers/<alg>/<hex>/: a layer blob shown as a directory, indexed on first
+  // use. One shown before stays, with what indexing it found.
+  Node* MakeLayerDir(Node* dir, const std::string& hex, const LayerSpec& s) {
+    if (Node* old = Before(dir, hex); old != nullptr && old->layer != nullptr) {
+      Link(dir, hex, old);
+      return old;
+    }
+    Node* ld = Add(dir, hex, Kind::kDir, s.mtime, CachePolicy::kImmutable);
+    ld->xattrs = dir->lazy->source_x;
+    ld->xattrs["digest"] = s.blob->digest.ToString();
+    if (!s.media.empty()) ld->xattrs["mediatype"] = s.media;
+    auto state = std::make_shared<LayerState>();
+    state->blob = s.blob;
+    state->counters = layer_counters;
+    state->mtime = s.mtime;
+    BlobRef* blob = state->blob.get();
+    state->open_blob = [this, blob] { return OpenVerified(*blob); };
+    if (!s.toc_digest.empty()) {
+      state->toc_digest = s.toc_digest;
+      state->fetch_range = [this, blob](uint64_t off, uint64_t len) {
+        return FetchRange(*blob, off, len);
+      };
+    }
+    {
+      std::lock_guard<std::mutex> lock(hooks_mu);
+      layer_states.push_back(state);
+    }
+    ld->layer = std::move(state);
+    return ld;
+  }
+
+  // Under the exclusive nodes lock: the folder of layer `d` in source `si`
+  // (made now if need be), or null.
+  Node* LayerDirOf(size_t si, const Digest& d) {
+    Node* top = MakeLazy(source_dirs[si], "layers");
+    Node* alg = top == nullptr ? nullptr : MakeLazy(top, d.algorithm());
+    Node* ld = alg == nullptr ? nullptr : MakeLazy(alg, d.hex());
+    return ld != nullptr && ld->layer != nullptr ? ld : nullptr;
   }
 
   // Two reads of one ref say the same thing: its folder can stay. (The
@@ -978,7 +1135,10 @@ struct Tree::Impl {
   // A synthesized document under blobs/<alg>/ (DESIGN.md §1.5).
   void AddSynthesizedBlob(Node* blobs_dir, const Digest& digest, const std::string& bytes,
                           TimeNs mtime, const std::map<std::string, std::string>& source_x) {
-    if (blobs_dir->children.count(digest.hex())) return;
+    if (blobs_dir->children.count(digest.hex()) ||
+        (blobs_dir->lazy && blobs_dir->lazy->Has(digest.hex()))) {
+      return;
+    }
     std::map<std::string, std::string> x = source_x;
     x["digest"] = digest.ToString();
     x["mediatype"] = std::string(formats::media::kCacheConfig);
@@ -994,7 +1154,7 @@ struct Tree::Impl {
                  const std::shared_ptr<const catalog::RefInfo>& ref_ptr,
                  const std::map<std::string, std::string>& source_x, Node* blobs_dir,
                  TimeNs blob_mtime_default, const std::map<Digest, backends::BlobStat>& stats,
-                 const std::shared_ptr<const std::map<Digest, Node*>>& layer_dirs) {
+                 size_t si) {
     const catalog::RefInfo& ref = *ref_ptr;
     if (Node* old = Before(parent, name);
         old != nullptr && old->ref != nullptr && SameRef(*old->ref, ref)) {
@@ -1035,15 +1195,15 @@ struct Tree::Impl {
     // Always there: snapshots/ and layers/.
     dir->subdirs = 2;
     dir->filled.store(false, std::memory_order_release);
-    dir->fill = [this, x = std::move(x), mtime, cmtime, policy, layer_dirs](Node* d) {
-      FillRefDir(d, x, mtime, cmtime, policy, *layer_dirs);
+    dir->fill = [this, x = std::move(x), mtime, cmtime, policy, si](Node* d) {
+      FillRefDir(d, x, mtime, cmtime, policy, si);
     };
   }
 
   // Adds what refs/<ref>/ (or history/<hex>/) holds, on its first use (see
   // EnsureFilled). `x` are the xattrs its files share.
   void FillRefDir(Node* dir, const std::map<std::string, std::string>& x, TimeNs mtime,
-                  TimeNs cmtime, CachePolicy policy, const std::map<Digest, Node*>& layer_dirs) {
+                  TimeNs cmtime, CachePolicy policy, size_t si) {
     const catalog::RefInfo& ref = *dir->ref;
     if (!ref.manifest_bytes.empty()) {
       Node* m = AddBytes(dir, "manifest.json", ref.manifest_bytes, mtime, policy);
@@ -1088,8 +1248,8 @@ struct Tree::Impl {
         bool usable = true;
         for (int64_t pos : chain) {
           const catalog::LayerInfo& l = ref.layers[pos];
-          auto folder = layer_dirs.find(l.blob);
-          if (l.diff_id.empty() || folder == layer_dirs.end()) {
+          Node* folder = l.diff_id.empty() ? nullptr : LayerDirOf(si, l.blob);
+          if (folder == nullptr) {
             usable = false;
             break;
           }
@@ -1097,7 +1257,7 @@ struct Tree::Impl {
                          ? l.diff_id
                          : Digest::Sha256Of(chain_id.ToString() + " " + l.diff_id.ToString());
           blobs_text += (blobs_text.empty() ? "" : ",") + l.blob.ToString();
-          folders.push_back(folder->second);
+          folders.push_back(folder);
         }
         if (!usable || snapshots->children.count(chain_id.ShortHex())) continue;
         Node* snap =
@@ -1174,29 +1334,37 @@ struct Tree::Impl {
       Add(src, "ingest", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
     }
 
-    // blobs/: everything the source holds plus everything a ref reaches.
-    Node* blobs_top = Folder(src, "blobs", smtime, sx);
-    std::map<std::string, Node*> alg_dirs;
-    auto alg_dir = [&](const std::string& alg) {
-      auto it = alg_dirs.find(alg);
-      if (it != alg_dirs.end()) return it->second;
-      Node* d = Folder(blobs_top, alg, smtime, sx);
-      alg_dirs[alg] = d;
-      return d;
+    // blobs/: everything the source holds plus everything a ref reaches;
+    // layers/: every layer blob a cache config names. Both lazy: their
+    // nodes are made on first lookup or listing (see LazyFolder).
+    std::map<std::string, std::shared_ptr<LazyTable>> blob_tables, layer_tables;
+    auto table = [&sx](std::map<std::string, std::shared_ptr<LazyTable>>& tables,
+                       const std::string& alg) -> LazyTable& {
+      std::shared_ptr<LazyTable>& t = tables[alg];
+      if (!t) {
+        t = std::make_shared<LazyTable>();
+        t->source_x = sx;
+      }
+      return *t;
     };
-    Node* sha = alg_dir("sha256");
-    std::map<Digest, std::shared_ptr<BlobRef>> blobs;
-    std::map<Digest, std::string> media;
+    table(blob_tables, "sha256");
+    table(layer_tables, "sha256");
+    const size_t expected = info.blob_stats.size() + info.refs.size() * 2;
+    table(blob_tables, "sha256").blobs.reserve(expected);
+    // The spec of blob d (new: no BlobRef yet).
+    auto spec_of = [&](const Digest& d) -> BlobSpec& {
+      return table(blob_tables, d.algorithm()).blobs[d.hex()];
+    };
     auto reach = [&](const Digest& d, int64_t size, const std::string& mt) {
       if (d.empty()) return;
-      auto& b = blobs[d];
-      if (!b) {
-        b = std::make_shared<BlobRef>();
-        b->source = si;
-        b->digest = d;
-        b->size = size >= 0 ? static_cast<uint64_t>(size) : 0;
+      BlobSpec& b = spec_of(d);
+      if (!b.blob) {
+        b.blob = std::make_shared<BlobRef>();
+        b.blob->source = si;
+        b.blob->digest = d;
+        b.blob->size = size >= 0 ? static_cast<uint64_t>(size) : 0;
       }
-      if (!mt.empty() && !media.count(d)) media[d] = mt;
+      if (!mt.empty() && b.media.empty()) b.media = mt;
     };
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
@@ -1211,136 +1379,91 @@ struct Tree::Impl {
         }
       }
     }
-    for (const auto& [d, st] : info.blob_stats) {
-      if (!blobs.count(d)) reach(d, static_cast<int64_t>(st.size), "");
+    for (const auto& [d, st] : info.blob_stats) reach(d, static_cast<int64_t>(st.size), "");
+    // A remote source cannot list its blobs: what its refs reach is all there is.
+    const bool listed = in.backend->CheapStat();
+    for (auto& [alg, t] : blob_tables) {
+      for (auto& [hex, b] : t->blobs) {
+        const Digest& d = b.blob->digest;
+        b.mtime = smtime;
+        if (auto st = info.blob_stats.find(d); st != info.blob_stats.end()) {
+          b.mtime = st->second.mtime;
+        } else if (listed) {
+          b.blob->static_error = "blob " + d.ToString() + " is missing from the source";
+        }
+      }
     }
     // Manifests and configs were read and verified by the catalog: they are
     // served from memory (a registry serves manifests only under /manifests/).
-    std::map<Digest, std::shared_ptr<const std::string>> documents;
-    std::set<Digest> synthesized;
-    std::map<Digest, TimeNs> doc_mtimes;
+    // Documents a source does not list (synthesized, or held in another form)
+    // carry the write time of the ref that holds them.
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
+        if (r.shape.empty()) continue;
         if (!r.manifest_bytes.empty() &&
             r.manifest_bytes.size() == static_cast<uint64_t>(r.descriptor.size)) {
-          documents.try_emplace(r.descriptor.digest,
-                                std::make_shared<const std::string>(r.manifest_bytes));
-          if (r.synthesized) synthesized.insert(r.descriptor.digest);
+          BlobSpec& m = spec_of(r.descriptor.digest);
+          if (!m.doc) m.doc = std::shared_ptr<const std::string>(info_ptr, &r.manifest_bytes);
+          m.synthesized = m.synthesized || r.synthesized;
         }
-        // Documents a source does not list (synthesized, or held in another
-        // form) carry the write time of the ref that holds them.
-        if (r.modified != 0) {
-          doc_mtimes.try_emplace(r.descriptor.digest, r.modified);
-          doc_mtimes.try_emplace(r.config.digest, r.modified);
-        }
-        if (!r.config_bytes.empty() &&
+        if (!r.config_bytes.empty() && !r.config.digest.empty() &&
             r.config_bytes.size() == static_cast<uint64_t>(r.config.size)) {
-          documents.try_emplace(r.config.digest,
-                                std::make_shared<const std::string>(r.config_bytes));
+          BlobSpec& c = spec_of(r.config.digest);
+          if (!c.doc) c.doc = std::shared_ptr<const std::string>(info_ptr, &r.config_bytes);
         }
       }
     }
-    // A remote source cannot list its blobs: what its refs reach is all there is.
-    const bool listed = in.backend->CheapStat();
-    std::map<Digest, TimeNs> blob_mtimes;
-    std::map<Digest, std::shared_ptr<BlobRef>> shown;  // the BlobRef each blob node serves
-    for (auto& [d, b] : blobs) {
-      Node* dir = d.algorithm() == "sha256" ? sha : alg_dir(d.algorithm());
-      TimeNs mt = smtime;
-      if (auto st = info.blob_stats.find(d); st != info.blob_stats.end()) {
-        mt = st->second.mtime;
-      } else if (listed) {
-        b->static_error = "blob " + d.ToString() + " is missing from the source";
-      } else if (auto dm = doc_mtimes.find(d); dm != doc_mtimes.end()) {
-        mt = dm->second;
+    if (!listed) {
+      std::set<std::string> dated;  // the first ref that holds a document dates it
+      for (const auto* list : {&info.refs, &info.history}) {
+        for (const auto& r : *list) {
+          if (r.modified == 0) continue;
+          for (const Digest* d : {&r.descriptor.digest, &r.config.digest}) {
+            if (d->empty() || !dated.insert(d->ToString()).second) continue;
+            auto t = blob_tables.find(d->algorithm());
+            if (t == blob_tables.end() || info.blob_stats.count(*d)) continue;
+            auto it = t->second->blobs.find(d->hex());
+            if (it != t->second->blobs.end()) it->second.mtime = r.modified;
+          }
+        }
       }
-      blob_mtimes[d] = mt;
-      std::map<std::string, std::string> x = sx;
-      x["digest"] = d.ToString();
-      if (media.count(d)) x["mediatype"] = media[d];
-      if (auto doc = documents.find(d); doc != documents.end() && b->static_error.empty()) {
-        x["cached"] = std::to_string(doc->second->size());
-        if (synthesized.count(d)) x["synthesized"] = "1";
-        Bytes(dir, d.hex(), *doc->second, mt, CachePolicy::kImmutable, x);
-        continue;
-      }
-      if (Node* old = Before(dir, d.hex()); old != nullptr && old->content == Content::kBlob &&
-                                            old->mtime == mt && old->xattrs == x &&
-                                            old->blob->size == b->size &&
-                                            old->blob->static_error == b->static_error) {
-        Link(dir, d.hex(), old);
-        shown[d] = old->blob;
-        continue;
-      }
-      Node* n = Add(dir, d.hex(), Kind::kFile, mt, CachePolicy::kImmutable);
-      n->content = Content::kBlob;
-      n->blob = b;
-      shown[d] = b;
-      n->xattrs = std::move(x);
     }
-
-    // layers/<alg>/<hex>/: every layer blob a cache config names, shown as a
-    // directory once indexed (on first use). A layer folder shown before
-    // stays, with what indexing it found.
-    Node* layers_top = Folder(src, "layers", smtime, sx);
-    std::map<std::string, Node*> layer_alg_dirs;
-    auto layer_dirs_ptr = std::make_shared<std::map<Digest, Node*>>();
-    std::map<Digest, Node*>& layer_dirs = *layer_dirs_ptr;
-    std::vector<std::shared_ptr<LayerState>> new_states;
     for (const auto* list : {&info.refs, &info.history}) {
       for (const auto& r : *list) {
         for (const auto& l : r.layers) {
-          const std::string alg = l.blob.algorithm();
-          Node*& ad = layer_alg_dirs[alg];
-          if (ad == nullptr) ad = Folder(layers_top, alg, smtime, sx);
-          if (ad->children.count(l.blob.hex())) continue;
-          if (Node* old = Before(ad, l.blob.hex()); old != nullptr && old->layer != nullptr) {
-            Link(ad, l.blob.hex(), old);
-            layer_dirs[l.blob] = old;
-            continue;
-          }
-          Node* ld =
-              Add(ad, l.blob.hex(), Kind::kDir, blob_mtimes[l.blob], CachePolicy::kImmutable);
-          ld->xattrs = sx;
-          ld->xattrs["digest"] = l.blob.ToString();
-          if (!l.media_type.empty()) ld->xattrs["mediatype"] = l.media_type;
-          layer_dirs[l.blob] = ld;
-          auto state = std::make_shared<LayerState>();
-          state->blob = shown.count(l.blob) ? shown[l.blob] : blobs[l.blob];
-          state->counters = layer_counters;
-          state->mtime = blob_mtimes[l.blob];
-          BlobRef* blob = state->blob.get();
-          state->open_blob = [this, blob] { return OpenVerified(*blob); };
+          LazyTable& t = table(layer_tables, l.blob.algorithm());
+          auto [it, fresh] = t.layers.try_emplace(l.blob.hex());
+          if (!fresh) continue;
+          const BlobSpec& b = spec_of(l.blob);
+          it->second.blob = b.blob;
+          it->second.mtime = b.mtime;
+          it->second.media = l.media_type;
           // eStargz chunk reads: only where the descriptor pins the TOC digest
           // and the source is a registry (DESIGN.md §2 "Verification").
           if (!l.toc_digest.empty() && info.type == "registry") {
-            state->toc_digest = l.toc_digest;
-            state->fetch_range = [this, blob](uint64_t off, uint64_t len) {
-              return FetchRange(*blob, off, len);
-            };
+            it->second.toc_digest = l.toc_digest;
           }
-          new_states.push_back(state);
-          ld->layer = std::move(state);
         }
       }
     }
-    if (layer_alg_dirs.empty()) Folder(layers_top, "sha256", smtime, sx);
-    {
-      std::lock_guard<std::mutex> lock(hooks_mu);
-      layer_states.insert(layer_states.end(), new_states.begin(), new_states.end());
-    }
+    Node* blobs_top = Folder(src, "blobs", smtime, sx);
+    for (auto& [alg, t] : blob_tables) LazyFolder(blobs_top, alg, smtime, std::move(t));
+    Node* sha =
+        blobs_top->children.count("sha256") ? GetLocked(blobs_top->children.at("sha256")) : nullptr;
+    Node* layers_top = Folder(src, "layers", smtime, sx);
+    for (auto& [alg, t] : layer_tables) LazyFolder(layers_top, alg, smtime, std::move(t));
 
     Node* refs = Folder(src, "refs", smtime, sx);
     for (const auto& r : info.refs) {
       AddRefDir(refs, backends::EncodeRefName(r.name),
                 std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, layer_dirs_ptr);
+                info.blob_stats, si);
     }
     Node* history = Folder(src, "history", smtime, sx);
     for (const auto& r : info.history) {
       AddRefDir(history, r.descriptor.digest.hex(),
                 std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, layer_dirs_ptr);
+                info.blob_stats, si);
     }
   }
 
@@ -1426,6 +1549,13 @@ struct Tree::Impl {
         if (entries.size() != mark) folders.push_back(dir_ino);
       }
       previous.clear();
+      for (const auto& added_entry : lazy_added) {
+        entries.push_back(added_entry);
+        if (folders.empty() || folders.back() != added_entry.first) {
+          folders.push_back(added_entry.first);
+        }
+      }
+      lazy_added.clear();
     }
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -2061,11 +2191,29 @@ struct Tree::Impl {
   void EnsureFilled(Node* n) {
     if (n == nullptr || n->filled.load(std::memory_order_acquire)) return;
     std::lock_guard<std::mutex> filling(n->fill_mu);
-    if (n->filled.load(std::memory_order_acquire)) return;
     std::unique_lock<std::shared_mutex> lock(nodes_mu);
+    // A refresh may have filled or replaced it meanwhile.
+    if (n->filled.load(std::memory_order_acquire) || !n->fill) return;
     n->fill(n);
     n->fill = nullptr;
     n->filled.store(true, std::memory_order_release);
+  }
+
+  // Before looking `name` up in folder n: a lazy folder makes just that
+  // node; any other folder is filled (see EnsureFilled).
+  void EnsureChild(Node* n, std::string_view name) {
+    if (n == nullptr || n->filled.load(std::memory_order_acquire)) return;
+    const std::string key(name);
+    {
+      std::shared_lock<std::shared_mutex> lock(nodes_mu);
+      if (!n->lazy) {
+        lock.unlock();
+        return EnsureFilled(n);
+      }
+      if (n->children.count(key) || !n->lazy->Has(key)) return;
+    }
+    std::unique_lock<std::shared_mutex> lock(nodes_mu);
+    MakeLazy(n, key);
   }
 
   Status EnsureMerged(Node* snap) {
@@ -2346,7 +2494,7 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
   Node* p = impl_->Get(parent);
-  impl_->EnsureFilled(p);
+  impl_->EnsureChild(p, name);
   BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(p));
   BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(p));
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");

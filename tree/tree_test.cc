@@ -276,6 +276,44 @@ TEST_F(TreeTest, RefFoldersAreFilledOnFirstUseWithThePathsInodeNumbers) {
   }
 }
 
+TEST_F(TreeTest, BlobAndLayerFoldersMakeNodesOnlyForWhatIsLookedUpOrListed) {
+  auto a = Build(), b = Build();
+  const auto blobs = Names(*a, "cache/blobs/sha256");  // a: every node made
+  const auto layers = Names(*a, "cache/layers/sha256");
+  ASSERT_GE(blobs.size(), 3u);
+  ASSERT_GE(layers.size(), 2u);
+  // b: the layer folders are counted before any of them exists.
+  const auto lay_dir = b->Resolve("cache/layers/sha256");
+  ASSERT_TRUE(lay_dir.ok());
+  EXPECT_EQ(lay_dir->nlink, 2 + layers.size());
+  const uint64_t sha = b->Resolve("cache/blobs/sha256")->ino;
+  const size_t before = b->NodeCount();
+  // A lookup makes exactly that node, with the inode number of its path.
+  auto blob = b->Resolve("cache/blobs/sha256/" + blobs[1]);
+  ASSERT_TRUE(blob.ok());
+  EXPECT_EQ(b->NodeCount(), before + 1);
+  EXPECT_EQ(blob->ino, a->Resolve("cache/blobs/sha256/" + blobs[1])->ino);
+  EXPECT_EQ(blob->size, a->Resolve("cache/blobs/sha256/" + blobs[1])->size);
+  auto layer = b->Resolve("cache/layers/sha256/" + layers[0]);
+  ASSERT_TRUE(layer.ok());
+  EXPECT_EQ(layer->kind, Kind::kDir);
+  EXPECT_EQ(b->NodeCount(), before + 2);
+  EXPECT_EQ(layer->ino, a->Resolve("cache/layers/sha256/" + layers[0])->ino);
+  // A name the folder does not hold makes nothing.
+  EXPECT_EQ(b->Lookup(sha, std::string(64, '0')).status().code(), Code::kNotFound);
+  EXPECT_EQ(b->NodeCount(), before + 2);
+  // A listing makes the rest, under the same numbers.
+  EXPECT_EQ(Names(*b, "cache/blobs/sha256"), blobs);
+  EXPECT_EQ(Names(*b, "cache/layers/sha256"), layers);
+  for (const auto& n : blobs) {
+    EXPECT_EQ(b->Resolve("cache/blobs/sha256/" + n)->ino,
+              a->Resolve("cache/blobs/sha256/" + n)->ino)
+        << n;
+  }
+  EXPECT_EQ(b->Resolve("cache/layers/sha256")->nlink, 2 + layers.size());
+  EXPECT_EQ(a->NodeCount(), b->NodeCount());
+}
+
 class RefreshTest : public TreeTest {
  protected:
   void SetUp() override {
@@ -379,6 +417,36 @@ TEST_F(RefreshTest, NewRefsAppearVanishedOnesGoUnchangedOnesKeepTheirNodes) {
             (std::vector<size_t>{2, 0, 0, 0}));
   EXPECT_EQ(entries_, (std::vector<std::pair<uint64_t, std::string>>{}));
   EXPECT_EQ(t->Resolve("cache/index.json")->ino, now->ino);
+}
+
+TEST_F(RefreshTest, BlobsAddedToTheSourceAreShownAndNamesLookedUpBeforeAreInvalidated) {
+  auto t = Build();
+  Record(*t);
+  const uint64_t sha = t->Resolve("cache/blobs/sha256")->ino;
+  const auto blobs = Names(*t, "cache/blobs/sha256");
+  const std::string kept = blobs[0];
+  const uint64_t kept_ino = t->Resolve("cache/blobs/sha256/" + kept)->ino;
+  // A new blob, looked up (and missed) before it exists.
+  const std::string bytes = "a blob written after the mount";
+  const std::string hex = Digest::Sha256Of(bytes).hex();
+  EXPECT_EQ(t->Lookup(sha, hex).status().code(), Code::kNotFound);
+  std::ofstream(dir_ + "/cache/blobs/sha256/" + hex) << bytes;
+  RefreshReport r = t->Refresh();
+  EXPECT_EQ(r.errors, std::vector<std::string>{});
+  EXPECT_TRUE(EntryInvalidated(sha, hex));
+  EXPECT_EQ(ReadAll(*t, "cache/blobs/sha256/" + hex), bytes);
+  // What was made before and did not change keeps its node.
+  EXPECT_FALSE(EntryInvalidated(sha, kept));
+  EXPECT_EQ(t->Resolve("cache/blobs/sha256/" + kept)->ino, kept_ino);
+  auto listed = Names(*t, "cache/blobs/sha256");
+  EXPECT_EQ(listed.size(), blobs.size() + 1);
+  // A blob that goes away is invalidated and no longer found.
+  entries_.clear();
+  ASSERT_EQ(::unlink((dir_ + "/cache/blobs/sha256/" + hex).c_str()), 0);
+  r = t->Refresh();
+  EXPECT_TRUE(EntryInvalidated(sha, hex));
+  EXPECT_EQ(t->Lookup(sha, hex).status().code(), Code::kNotFound);
+  EXPECT_EQ(Names(*t, "cache/blobs/sha256"), blobs);
 }
 
 TEST_F(RefreshTest, AChangedTagShowsTheNewManifestUnderANewInode) {
