@@ -15,6 +15,7 @@
 #include <set>
 #include <shared_mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "backends/naming.h"
 #include "core/base64.h"
@@ -1379,18 +1380,24 @@ struct Tree::Impl {
         }
       }
     }
-    for (const auto& [d, st] : info.blob_stats) reach(d, static_cast<int64_t>(st.size), "");
+    // What the source lists carries its own time; the rest the source folder's.
+    std::unordered_set<const BlobSpec*> stated;
+    stated.reserve(info.blob_stats.size());
+    for (const auto& [d, st] : info.blob_stats) {
+      reach(d, static_cast<int64_t>(st.size), "");
+      BlobSpec& b = spec_of(d);
+      b.mtime = st.mtime;
+      stated.insert(&b);
+    }
     // A remote source cannot list its blobs: what its refs reach is all there is.
     const bool listed = in.backend->CheapStat();
     for (auto& [alg, t] : blob_tables) {
       for (auto& [hex, b] : t->blobs) {
-        const Digest& d = b.blob->digest;
+        if (stated.count(&b)) continue;
         b.mtime = smtime;
-        if (auto st = info.blob_stats.find(d); st != info.blob_stats.end()) {
-          b.mtime = st->second.mtime;
-        } else if (listed) {
-          b.blob->static_error = "blob " + d.ToString() + " is missing from the source";
-        }
+        if (listed)
+          b.blob->static_error =
+              "blob " + b.blob->digest.ToString() + " is missing from the source";
       }
     }
     // Manifests and configs were read and verified by the catalog: they are
