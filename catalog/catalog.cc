@@ -340,4 +340,13 @@ index::SourceSnapshot ToSnapshot(const SourceInfo& info, TimeNs refreshed) {
   return snap;
 }
 
+Status RecordSource(index::Index& index, const SourceInfo& info, const std::string& key,
+                    TimeNs now) {
+  if (!key.empty()) {
+    auto same = index.TouchSource({info.name, info.type, info.location}, key, now);
+    if (same.ok() && *same) return OkStatus();
+  }
+  return index.ReplaceSource(ToSnapshot(info, now), key);
+}
+
 }  // namespace bcfs::catalog
