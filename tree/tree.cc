@@ -1117,6 +1117,7 @@ struct Tree::Impl {
   // (made now if need be), or null.
   Node* LayerDirOf(size_t si, const Digest& d) {
     Node* top = MakeLazy(source_dirs[si], "layers");
+    if (top != nullptr) FillNow(top);
     Node* alg = top == nullptr ? nullptr : MakeLazy(top, d.algorithm());
     Node* ld = alg == nullptr ? nullptr : MakeLazy(alg, d.hex());
     return ld != nullptr && ld->layer != nullptr ? ld : nullptr;
@@ -1134,18 +1135,16 @@ struct Tree::Impl {
   }
 
   // A synthesized document under blobs/<alg>/ (DESIGN.md §1.5).
-  void AddSynthesizedBlob(Node* blobs_dir, const Digest& digest, const std::string& bytes,
-                          TimeNs mtime, const std::map<std::string, std::string>& source_x) {
-    if (blobs_dir->children.count(digest.hex()) ||
-        (blobs_dir->lazy && blobs_dir->lazy->Has(digest.hex()))) {
-      return;
-    }
-    std::map<std::string, std::string> x = source_x;
-    x["digest"] = digest.ToString();
-    x["mediatype"] = std::string(formats::media::kCacheConfig);
-    x["synthesized"] = "1";
-    x["cached"] = std::to_string(bytes.size());
-    Bytes(blobs_dir, digest.hex(), bytes, mtime, CachePolicy::kImmutable, x);
+  // (Listed when blobs/ is filled, unless the source holds the digest.)
+  struct SynthesizedDoc {
+    Digest digest;
+    std::shared_ptr<const std::string> bytes;
+    TimeNs mtime = 0;
+  };
+  std::vector<std::vector<SynthesizedDoc>> synthesized_docs;  // by source; GUARDED_BY(nodes_mu)
+  void AddSynthesizedBlob(size_t si, const Digest& digest,
+                          const std::shared_ptr<const std::string>& bytes, TimeNs mtime) {
+    synthesized_docs[si].push_back({digest, bytes, mtime});
   }
 
   // Adds refs/<ref>/ or history/<hex>/ for one ref (keeps the folder shown
@@ -1153,17 +1152,16 @@ struct Tree::Impl {
   // (FillRefDir); what lives outside it (a synthesized config under blobs/) now.
   void AddRefDir(Node* parent, const std::string& name,
                  const std::shared_ptr<const catalog::RefInfo>& ref_ptr,
-                 const std::map<std::string, std::string>& source_x, Node* blobs_dir,
-                 TimeNs blob_mtime_default, const std::map<Digest, backends::BlobStat>& stats,
-                 size_t si) {
+                 const std::map<std::string, std::string>& source_x, TimeNs blob_mtime_default,
+                 const std::map<Digest, backends::BlobStat>& stats, size_t si) {
     const catalog::RefInfo& ref = *ref_ptr;
     if (Node* old = Before(parent, name);
         old != nullptr && old->ref != nullptr && SameRef(*old->ref, ref)) {
       Link(parent, name, old);
       // Its synthesized config stays listed under blobs/ too.
       if (old->synthesized_config) {
-        AddSynthesizedBlob(blobs_dir, old->synthesized_digest, *old->synthesized_config,
-                           old->synthesized_mtime, source_x);
+        AddSynthesizedBlob(si, old->synthesized_digest, old->synthesized_config,
+                           old->synthesized_mtime);
       }
       return;
     }
@@ -1187,8 +1185,7 @@ struct Tree::Impl {
         dir->synthesized_config = std::make_shared<const std::string>(SynthesizeInlineConfig(ref));
         dir->synthesized_digest = Digest::Sha256Of(*dir->synthesized_config);
         dir->synthesized_mtime = cmtime;
-        AddSynthesizedBlob(blobs_dir, dir->synthesized_digest, *dir->synthesized_config, cmtime,
-                           source_x);
+        AddSynthesizedBlob(si, dir->synthesized_digest, dir->synthesized_config, cmtime);
       } else if (auto st = stats.find(ref.config.digest); st != stats.end()) {
         cmtime = st->second.mtime;
       }
@@ -1335,6 +1332,55 @@ struct Tree::Impl {
       Add(src, "ingest", Kind::kDir, smtime, CachePolicy::kShort)->xattrs = sx;
     }
 
+    // blobs/ and layers/: their <alg>/ folders are made when either is first
+    // used (a mount of a cache with 100,000 blobs reads nothing of them
+    // before); a refresh of ones in use makes them again now, below.
+    Node* blobs_top = Folder(src, "blobs", smtime, sx);
+    Node* layers_top = Folder(src, "layers", smtime, sx);
+    synthesized_docs[si].clear();
+    Node* refs = Folder(src, "refs", smtime, sx);
+    for (const auto& r : info.refs) {
+      AddRefDir(refs, backends::EncodeRefName(r.name),
+                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, smtime, info.blob_stats,
+                si);
+    }
+    Node* history = Folder(src, "history", smtime, sx);
+    for (const auto& r : info.history) {
+      AddRefDir(history, r.descriptor.digest.hex(),
+                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, smtime, info.blob_stats,
+                si);
+    }
+    auto in_use = [this](Node* top) {
+      auto prev = previous.find(top->ino);
+      return prev != previous.end() && !prev->second.empty();
+    };
+    auto fill = [this, si, info_ptr](Node*) { FillBlobsAndLayers(si, info_ptr); };
+    if (in_use(blobs_top) || in_use(layers_top)) {
+      FillBlobsAndLayers(si, info_ptr);
+    } else {
+      for (Node* top : {blobs_top, layers_top}) {
+        top->subdirs = 1;  // sha256/ is always there
+        top->fill = fill;
+        top->filled.store(false, std::memory_order_release);
+      }
+    }
+  }
+
+  // Under the exclusive nodes lock: fills blobs/ and layers/ of source `si`
+  // with their <alg>/ folders (see LazyFolder).
+  void FillBlobsAndLayers(size_t si, const std::shared_ptr<const catalog::SourceInfo>& info_ptr) {
+    const SourceInput& in = sources[si];
+    const catalog::SourceInfo& info = *info_ptr;
+    const TimeNs smtime = info.refs_modified ? info.refs_modified : mount_time;
+    std::map<std::string, std::string> sx = {{"source", info.location}};
+    Node* src = source_dirs[si];
+    Node* blobs_top = GetLocked(src->children.at("blobs"));
+    Node* layers_top = GetLocked(src->children.at("layers"));
+    for (Node* top : {blobs_top, layers_top}) {
+      top->fill = nullptr;
+      top->subdirs = 0;
+      top->filled.store(true, std::memory_order_release);
+    }
     // blobs/: everything the source holds plus everything a ref reaches;
     // layers/: every layer blob a cache config names. Both lazy: their
     // nodes are made on first lookup or listing (see LazyFolder).
@@ -1453,25 +1499,22 @@ struct Tree::Impl {
         }
       }
     }
-    Node* blobs_top = Folder(src, "blobs", smtime, sx);
+    // Synthesized documents (inline cache configs) unless the source holds them.
+    for (const SynthesizedDoc& doc : synthesized_docs[si]) {
+      auto [it, fresh] =
+          table(blob_tables, doc.digest.algorithm()).blobs.try_emplace(doc.digest.hex());
+      if (!fresh) continue;
+      it->second.blob = std::make_shared<BlobRef>();
+      it->second.blob->source = si;
+      it->second.blob->digest = doc.digest;
+      it->second.blob->size = doc.bytes->size();
+      it->second.mtime = doc.mtime;
+      it->second.media = std::string(formats::media::kCacheConfig);
+      it->second.doc = doc.bytes;
+      it->second.synthesized = true;
+    }
     for (auto& [alg, t] : blob_tables) LazyFolder(blobs_top, alg, smtime, std::move(t));
-    Node* sha =
-        blobs_top->children.count("sha256") ? GetLocked(blobs_top->children.at("sha256")) : nullptr;
-    Node* layers_top = Folder(src, "layers", smtime, sx);
     for (auto& [alg, t] : layer_tables) LazyFolder(layers_top, alg, smtime, std::move(t));
-
-    Node* refs = Folder(src, "refs", smtime, sx);
-    for (const auto& r : info.refs) {
-      AddRefDir(refs, backends::EncodeRefName(r.name),
-                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, si);
-    }
-    Node* history = Folder(src, "history", smtime, sx);
-    for (const auto& r : info.history) {
-      AddRefDir(history, r.descriptor.digest.hex(),
-                std::shared_ptr<const catalog::RefInfo>(info_ptr, &r), sx, sha, smtime,
-                info.blob_stats, si);
-    }
   }
 
   // ---- refreshing (DESIGN.md §1.6) ----
@@ -2199,9 +2242,18 @@ struct Tree::Impl {
     if (n == nullptr || n->filled.load(std::memory_order_acquire)) return;
     std::lock_guard<std::mutex> filling(n->fill_mu);
     std::unique_lock<std::shared_mutex> lock(nodes_mu);
-    // A refresh may have filled or replaced it meanwhile.
+    FillNow(n);
+  }
+
+  // Under the exclusive nodes lock: fills n unless it is (a refresh may have
+  // filled or replaced it meanwhile). The fill may fill other folders too.
+  void FillNow(Node* n) {
     if (n->filled.load(std::memory_order_acquire) || !n->fill) return;
-    n->fill(n);
+    // A copy: the fill may clear n->fill (blobs/ and layers/ clear both).
+    // Until it returns, n->fill is set: Add does not count n's subfolders
+    // (a folder being filled counts them from the start).
+    const std::function<void(Node*)> fill = n->fill;
+    fill(n);
     n->fill = nullptr;
     n->filled.store(true, std::memory_order_release);
   }
@@ -2488,6 +2540,7 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
     }
     im.infos.push_back(std::make_shared<const catalog::SourceInfo>(std::move(im.sources[i].info)));
     im.refresh_errors.emplace_back();
+    im.synthesized_docs.emplace_back();
     im.refreshed_at.push_back(im.mount_time);
     im.BuildSource(r, i, nullptr, im.infos[i]);
   }

@@ -278,6 +278,14 @@ TEST_F(TreeTest, RefFoldersAreFilledOnFirstUseWithThePathsInodeNumbers) {
 
 TEST_F(TreeTest, BlobAndLayerFoldersMakeNodesOnlyForWhatIsLookedUpOrListed) {
   auto a = Build(), b = Build();
+  // Nothing under blobs/ and layers/ exists until one of them is used; then
+  // their sha256/ folders do, still empty.
+  const size_t built = b->NodeCount();
+  ASSERT_TRUE(b->Resolve("cache/blobs").ok());
+  EXPECT_EQ(b->NodeCount(), built);
+  EXPECT_EQ(b->Resolve("cache/blobs")->nlink, 3u);
+  ASSERT_TRUE(b->Resolve("cache/blobs/sha256").ok());
+  EXPECT_EQ(b->NodeCount(), built + 2);
   const auto blobs = Names(*a, "cache/blobs/sha256");  // a: every node made
   const auto layers = Names(*a, "cache/layers/sha256");
   ASSERT_GE(blobs.size(), 3u);
