@@ -6,6 +6,26 @@
 #include <functional>
 
 namespace bcfs::tree {
+namespace {
+
+Kind KindOfTar(formats::TarType type) {
+  switch (type) {
+    case formats::TarType::kDir:
+      return Kind::kDir;
+    case formats::TarType::kSymlink:
+      return Kind::kSymlink;
+    case formats::TarType::kChar:
+      return Kind::kCharDev;
+    case formats::TarType::kBlock:
+      return Kind::kBlockDev;
+    case formats::TarType::kFifo:
+      return Kind::kFifo;
+    default:
+      return Kind::kFile;
+  }
+}
+
+}  // namespace
 
 // While building, records are appended in tar order and found by (parent,
 // name) through an open-addressing hash of record numbers: 4 bytes a slot,
@@ -147,27 +167,7 @@ void LayerTable::Builder::Add(const formats::TarEntry& e, std::vector<std::strin
     ++s.records[target].links;
     return;
   }
-  Kind kind = Kind::kFile;
-  switch (e.type) {
-    case formats::TarType::kDir:
-      kind = Kind::kDir;
-      break;
-    case formats::TarType::kSymlink:
-      kind = Kind::kSymlink;
-      break;
-    case formats::TarType::kChar:
-      kind = Kind::kCharDev;
-      break;
-    case formats::TarType::kBlock:
-      kind = Kind::kBlockDev;
-      break;
-    case formats::TarType::kFifo:
-      kind = Kind::kFifo;
-      break;
-    default:
-      kind = Kind::kFile;
-      break;
-  }
+  const Kind kind = KindOfTar(e.type);
   uint32_t n = s.Find(dir, name);
   if (n == kNone || kind != Kind::kDir || KindOfRecord(s.records[n]) != Kind::kDir) {
     n = s.Put(dir, name, kind);

@@ -1,6 +1,7 @@
 #include "tree/tree.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <list>
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@
 #include "formats/compression.h"
 #include "formats/estargz.h"
 #include "formats/tar.h"
+#include "tree/layer_table.h"
 
 namespace bcfs::tree {
 namespace {
@@ -39,7 +42,7 @@ TimeNs Now() {
 }
 
 // Where a file's bytes come from.
-enum class Content { kNone, kBytes, kBlob, kStatus, kMetrics, kLazy, kLayerFile };
+enum class Content { kNone, kBytes, kBlob, kStatus, kMetrics, kLazy };
 
 // A blob of one source, shared by every node that serves it.
 struct BlobRef {
@@ -131,6 +134,9 @@ struct LayerState {
   formats::Compression compression = formats::Compression::kUncompressed;
   formats::SeekIndex index;
   std::string error;  // why it could not be (fully) indexed, or which entries were skipped
+  // Its entries, and the slot that numbers their inodes (Impl::TableIno).
+  std::shared_ptr<const LayerTable> table;
+  uint32_t slot = 0;
   // Why the blob could not be had at the last try while not yet indexed (a
   // later use tries again); shown as the folder's error until then.
   std::mutex fetch_error_mu;
@@ -446,14 +452,12 @@ class Node {
   std::shared_ptr<const std::string> bytes;   // kBytes
   std::shared_ptr<BlobRef> blob;              // kBlob
   std::map<std::string, std::string> xattrs;  // without the user.buildcachefs. prefix
-  // Inside layers: the tar's own metadata.
+  // Merged directories of snapshots: the tar's own metadata. (The entries
+  // of layers are no nodes: see tree/layer_table.h.)
   uint32_t uid = 0, gid = 0;
-  uint64_t rdev = 0;
-  uint64_t links = 1;  // names of a file (hard links share the node)
   std::vector<std::pair<std::string, std::string>> raw_xattrs;  // full names, from the tar
-  std::shared_ptr<LayerState> layer;  // layer folders, and files in layers (kLayerFile)
+  std::shared_ptr<LayerState> layer;                            // layer folders
   // Snapshot folders: the layer folders of the chain, bottom first; merged on first use.
-  bool implied = false;  // a directory a layer's tar implies without listing it
   std::vector<Node*> chain;
   // refs/<ref>/ and history/<hex>/: what the catalog read (kept alive with
   // the SourceInfo it lives in, for records.json and refresh comparisons).
@@ -476,8 +480,6 @@ class Node {
   TimeNs synthesized_mtime = 0;
   std::mutex merge_mu;
   std::atomic<bool> merged_done{false};
-  uint64_t data_offset = 0, data_size = 0;  // kLayerFile: where the bytes are in the tar stream
-  std::vector<formats::TarSparseChunk> sparse;
   // kLazy: rendered on first use (records.json of a ref with long chains can
   // be large; a mount should not pay for it up front), then kept.
   std::function<std::string()> render;
@@ -881,7 +883,9 @@ struct Tree::Impl {
     std::string key = path;
     for (int salt = 0;; ++salt) {
       Digest d = Digest::Sha256Of(key);
-      uint64_t ino = std::stoull(d.hex().substr(0, 16), nullptr, 16) & 0x7fffffffffffffffULL;
+      // Below 2^62: never a layer entry's (kTableInoBit), and below 2^63 for
+      // tools that read inode numbers as signed.
+      uint64_t ino = std::stoull(d.hex().substr(0, 16), nullptr, 16) & (kTableInoBit - 1);
       if (ino > kRootIno && !nodes.count(ino)) return ino;
       key = path + "#" + std::to_string(salt);
     }
@@ -897,6 +901,61 @@ struct Tree::Impl {
   Node* Get(uint64_t ino) {
     std::shared_lock<std::shared_mutex> lock(nodes_mu);
     return GetLocked(ino);
+  }
+
+  // ---- layer entries (tree/layer_table.h) ----
+
+  // Their inodes are computed, not stored: kTableInoBit | slot << 32 |
+  // record, the slot given to the layer when its table was registered.
+  // InoFor never sets kTableInoBit; no inode reaches 2^63.
+  static constexpr uint64_t kTableInoBit = 1ull << 62;
+  static constexpr uint32_t kSlotMask = 0x3fffffff;
+  static uint64_t TableIno(uint32_t slot, uint32_t record) {
+    return kTableInoBit | static_cast<uint64_t>(slot) << 32 | record;
+  }
+  // Indexed layers by slot.
+  std::unordered_map<uint32_t, std::shared_ptr<LayerState>> tables;  // GUARDED_BY(nodes_mu)
+
+  // What an inode names: a node, or a record of a layer's table.
+  struct Target {
+    Node* node = nullptr;
+    std::shared_ptr<LayerState> layer;  // a layer entry: record `record` of layer->table
+    uint32_t record = 0;
+    uint64_t ino = 0;
+    bool found() const { return node != nullptr || layer != nullptr; }
+  };
+  // With nodes_mu held.
+  Target FindLocked(uint64_t ino) {
+    Target t;
+    t.ino = ino;
+    if ((ino & kTableInoBit) == 0) {
+      t.node = GetLocked(ino);
+      return t;
+    }
+    auto it = tables.find(static_cast<uint32_t>(ino >> 32) & kSlotMask);
+    const uint32_t record = static_cast<uint32_t>(ino);
+    // Record 0 is the layer folder itself: its node answers.
+    if (it == tables.end() || record == LayerTable::kRoot || record >= it->second->table->size()) {
+      return t;
+    }
+    t.layer = it->second;
+    t.record = record;
+    return t;
+  }
+  Target Find(uint64_t ino) {
+    std::shared_lock<std::shared_mutex> lock(nodes_mu);
+    return FindLocked(ino);
+  }
+  // The layer entry a layer folder's table shows as `record`.
+  static Target TableTarget(const std::shared_ptr<LayerState>& layer, uint32_t record) {
+    Target t;
+    t.layer = layer;
+    t.record = record;
+    t.ino = TableIno(layer->slot, record);
+    return t;
+  }
+  Attr AttrOf(const Target& t) {
+    return t.node != nullptr ? AttrOf(*t.node) : t.layer->table->AttrOf(t.record, t.ino);
   }
 
   std::string PathOf(const Node* n) {
@@ -1706,11 +1765,10 @@ struct Tree::Impl {
   }
 
   std::string ErrorOf(const Node& n) {
-    if (n.layer && n.content != Content::kLayerFile &&
-        n.layer->expanded.load(std::memory_order_acquire) && !n.layer->error.empty()) {
+    if (n.layer && n.layer->expanded.load(std::memory_order_acquire) && !n.layer->error.empty()) {
       return n.layer->error;
     }
-    if (n.layer && n.content != Content::kLayerFile) {
+    if (n.layer) {
       std::lock_guard<std::mutex> lock(n.layer->fetch_error_mu);
       if (!n.layer->fetch_error.empty()) return n.layer->fetch_error;
     }
@@ -1901,7 +1959,9 @@ struct Tree::Impl {
   // when an earlier mount indexed it (no decompression pass then). A fresh
   // pass verifies (and fetches) the blob first, reads the tar once, recording
   // seek points and writing a derived uncompressed copy, and stores what it
-  // found in the index. The nodes are inserted under the exclusive lock.
+  // found in the index. Its entries become one LayerTable (no node per
+  // entry), whose inodes are numbered once it is registered under the
+  // exclusive lock.
   // Problems with the tar are kept as the folder's user.buildcachefs.error;
   // entries read before a damaged spot stay. When the blob itself cannot be
   // had now (a dead server, a transfer that failed its digest, no space under
@@ -1909,7 +1969,7 @@ struct Tree::Impl {
   // next use tries again. A blob the source does not hold, or a local blob
   // whose bytes are wrong, is final.
   Status EnsureExpanded(Node* n) {
-    if (n == nullptr || !n->layer || n->content == Content::kLayerFile) return OkStatus();
+    if (n == nullptr || !n->layer) return OkStatus();
     LayerState& layer = *n->layer;
     if (layer.expanded.load(std::memory_order_acquire)) return OkStatus();
     if (track_accesses.load(std::memory_order_relaxed)) accesses.Touch(layer.blob->digest, Now());
@@ -1922,20 +1982,23 @@ struct Tree::Impl {
       Digest d;
       ~Unpinner() { im->Unpin(d); }
     } unpin{this, layer.blob->digest};
-    std::vector<formats::TarEntry> entries;
-    std::vector<std::string> warnings;
+    std::shared_ptr<const LayerTable> table;
+    // What the tar said (kept in the index), then the entries the table skipped.
+    std::vector<std::string> warnings, skipped;
     std::string failure;
-    bool listed = false;
     if (!layer.toc_digest.empty() && store != nullptr && !store->IsComplete(layer.blob->digest)) {
+      std::vector<formats::TarEntry> entries;
       Status st = ReadTocLayer(layer, &entries, &warnings);
-      listed = st.ok();
-      if (!st.ok()) {
+      if (st.ok()) {
+        LayerTable::Builder builder(layer.mtime);
+        for (const auto& e : entries) builder.Add(e, &skipped);
+        table = builder.Finish();
+      } else {
         LOG_WARNING(st.message() << "; fetching the whole blob instead");
-        entries.clear();
         warnings.clear();
       }
     }
-    if (!listed && !LoadLayer(layer, &entries, &warnings)) {
+    if (table == nullptr && !LoadLayer(layer, &table, &warnings, &skipped)) {
       // A remote blob that cannot be had now may come later (a dead server, a
       // transfer that failed its digest): the folder stays unindexed. A local
       // file that fails is what the source holds: final, like a missing blob.
@@ -1946,13 +2009,27 @@ struct Tree::Impl {
         layer.fetch_error = fd.ok() ? "" : fd.status().message();
       }
       if (remote && !fd.ok() && fd.status().code() != Code::kNotFound) return fd.status();
-      Status st = IndexLayer(layer, &entries, &warnings);
+      Status st = IndexLayer(layer, &table, &warnings, &skipped);
       if (!st.ok()) failure = st.message();
     }
+    if (table == nullptr) table = LayerTable::Builder(layer.mtime).Finish();
+    warnings.insert(warnings.end(), skipped.begin(), skipped.end());
     {
       std::unique_lock<std::shared_mutex> lock(nodes_mu);
-      InsertLayerEntries(n, entries, &warnings);
+      // A slot derived from the digest: the same inode numbers in every
+      // mount, unless two layers' digests collide here.
+      uint32_t slot = static_cast<uint32_t>(
+          std::stoul(Digest::Sha256Of(layer.blob->digest.ToString()).hex().substr(0, 8), nullptr,
+                     16) &
+          kSlotMask);
+      while (slot == 0 || tables.count(slot)) slot = (slot + 1) & kSlotMask;
+      layer.slot = slot;
+      layer.table = table;
+      tables[slot] = n->layer;
+      n->subdirs += table->AttrOf(LayerTable::kRoot, 0).nlink - 2;
     }
+    // Building the table freed much more than it keeps: give it back.
+    if (table->size() > 4096) ::malloc_trim(0);
     if (!failure.empty()) {
       layer.error = failure;
       LOG_WARNING("source " << sources[layer.blob->source].name << ": layer "
@@ -2076,8 +2153,8 @@ struct Tree::Impl {
   }
 
   // Lists a layer from the index. False when there is no usable row.
-  bool LoadLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
-                 std::vector<std::string>* warnings) {
+  bool LoadLayer(LayerState& layer, std::shared_ptr<const LayerTable>* table,
+                 std::vector<std::string>* warnings, std::vector<std::string>* skipped) {
     if (index == nullptr) return false;
     const Digest& digest = layer.blob->digest;
     Result<std::optional<index::LayerIndexRow>> row = std::optional<index::LayerIndexRow>();
@@ -2090,18 +2167,19 @@ struct Tree::Impl {
       return false;
     }
     if (!row->has_value() || (*row)->format != kLayerIndexFormat) return false;
-    const index::LayerIndexRow& r = **row;
+    index::LayerIndexRow& r = **row;
     auto seek = formats::DecodeSeekIndex(r.seek_index);
     Status st = seek.ok() ? OkStatus() : seek.status();
-    std::vector<formats::TarEntry> out;
-    out.reserve(r.entries.size());
-    for (const auto& row_entry : r.entries) {
+    LayerTable::Builder builder(layer.mtime);
+    std::vector<std::string> table_skipped;
+    for (auto& row_entry : r.entries) {
       if (!st.ok()) break;
       auto e = FromRow(row_entry);
       if (e.ok())
-        out.push_back(std::move(*e));
+        builder.Add(*e, &table_skipped);
       else
         st = e.status();
+      row_entry = index::LayerEntryRow();  // freed as it goes
     }
     if (!st.ok()) {
       LOG_WARNING("layer " << digest.ToString()
@@ -2134,15 +2212,17 @@ struct Tree::Impl {
         ::close(fd);
       }
     }
-    *entries = std::move(out);
+    r.entries = {};
+    *table = builder.Finish();
+    *skipped = std::move(table_skipped);
     ++layer.counters->loaded;
     return true;
   }
 
-  // One decompression pass over a verified layer blob. On error, `entries`
+  // One decompression pass over a verified layer blob. On error, `table`
   // still holds the entries whose data lies before the damaged spot.
-  Status IndexLayer(LayerState& layer, std::vector<formats::TarEntry>* entries,
-                    std::vector<std::string>* warnings) {
+  Status IndexLayer(LayerState& layer, std::shared_ptr<const LayerTable>* table,
+                    std::vector<std::string>* warnings, std::vector<std::string>* skipped) {
     BCFS_ASSIGN_OR_RETURN(int fd, layer.BlobFd());
     FdSource src(fd, layer.blob->size);
     const Digest& digest = layer.blob->digest;
@@ -2166,10 +2246,36 @@ struct Tree::Impl {
     DerivedWriter derived(tmp, layer.blob->size * 64 + (64u << 20), doc);
     const uint64_t limit = ExpansionLimit(layer.blob->size);
     std::string cut;
+    // Entries go into the table as the pass goes (never all of them as
+    // TarEntry at once), each once the stream has passed its last data byte:
+    // a pass that fails keeps only entries whose data lies before the damage.
+    // The index rows are kept until the pass is done (the index takes them
+    // in one transaction).
+    LayerTable::Builder builder(layer.mtime);
+    std::vector<index::LayerEntryRow> rows;
+    std::deque<std::pair<uint64_t, formats::TarEntry>> pending;  // (end of its data, entry)
+    uint64_t fed = 0;
+    auto settle = [&](uint64_t upto) {
+      while (!pending.empty() && pending.front().first <= upto) {
+        builder.Add(pending.front().second, skipped);
+        pending.pop_front();
+      }
+    };
+    auto take = [&] {
+      for (formats::TarEntry& e : tar.TakeEntries()) {
+        uint64_t last = e.data_offset + e.size;
+        for (const auto& ch : e.sparse) last = std::max(last, ch.stream_offset + ch.length);
+        if (index != nullptr) rows.push_back(ToRow(e));
+        pending.emplace_back(last, std::move(e));
+      }
+    };
     formats::SeekPass pass = formats::BuildSeekIndexUntil(
         src, layer.compression, doc, [&](std::string_view chunk) -> Result<bool> {
           derived.Write(chunk);
           BCFS_RETURN_IF_ERROR(tar.Feed(chunk));
+          fed += chunk.size();
+          take();
+          settle(fed);
           // Nothing after the end of the archive is needed (eStargz keeps its TOC there).
           if (tar.done()) return false;
           if (layer.compression != formats::Compression::kUncompressed && tar.offset() > limit) {
@@ -2187,18 +2293,18 @@ struct Tree::Impl {
     if (st.ok() && !cut.empty()) st = CorruptError(doc + ": " + cut);
     if (st.ok()) st = tar.Finish();
     *warnings = tar.warnings();
-    std::vector<formats::TarEntry> found = tar.TakeEntries();
+    take();
     if (!st.ok()) {
       // Keep what lies wholly before the damage.
       const uint64_t end = layer.index.uncompressed_size;
-      std::erase_if(found, [end](const formats::TarEntry& e) {
-        uint64_t last = e.data_offset + e.size;
-        for (const auto& ch : e.sparse) last = std::max(last, ch.stream_offset + ch.length);
-        return last > end;
-      });
-      *entries = std::move(found);
+      for (const auto& [last, e] : pending) {
+        if (last <= end) builder.Add(e, skipped);
+      }
+      *table = builder.Finish();
       return st;
     }
+    settle(UINT64_MAX);
+    *table = builder.Finish();
     std::string blocks;
     if (derived.active()) {
       blocks = derived.Finish();
@@ -2218,14 +2324,12 @@ struct Tree::Impl {
       for (const auto& w : *warnings) row.warnings += (row.warnings.empty() ? "" : "\n") + w;
       row.derived_digests = blocks;
       row.indexed = Now();
-      row.entries.reserve(found.size());
-      for (const auto& e : found) row.entries.push_back(ToRow(e));
+      row.entries = std::move(rows);
       std::lock_guard<std::mutex> lock(index_mu);
       if (Status saved = index->SaveLayerIndex(row); !saved.ok()) {
         LOG_WARNING(doc << ": index not kept: " << saved.message());
       }
     }
-    *entries = std::move(found);
     return OkStatus();
   }
 
@@ -2283,20 +2387,23 @@ struct Tree::Impl {
     std::string errors;
     for (Node* layer_dir : snap->chain) {
       BCFS_RETURN_IF_ERROR(EnsureExpanded(layer_dir));
-      if (!layer_dir->layer->error.empty() && layer_dir->children.empty()) {
+      const LayerTable& t = *layer_dir->layer->table;
+      if (!layer_dir->layer->error.empty() &&
+          t.ChildBegin(LayerTable::kRoot) == t.ChildEnd(LayerTable::kRoot)) {
         errors += (errors.empty() ? "" : "; ") + layer_dir->layer->error;
       }
     }
     std::unique_lock<std::shared_mutex> lock(nodes_mu);
-    for (Node* layer_dir : snap->chain) MergeDir(snap, layer_dir);
+    for (Node* layer_dir : snap->chain) MergeDir(snap, *layer_dir->layer, LayerTable::kRoot);
     if (!errors.empty()) snap->xattrs["error"] = errors;
     snap->merged_done.store(true, std::memory_order_release);
     return OkStatus();
   }
 
-  // Under the exclusive nodes lock: overlays `upper` (a directory of one layer)
-  // onto `merged`.
-  void MergeDir(Node* merged, Node* upper) {
+  // Under the exclusive nodes lock: overlays directory `upper` of a layer's
+  // table onto `merged`.
+  void MergeDir(Node* merged, const LayerState& layer, uint32_t upper) {
+    const LayerTable& t = *layer.table;
     auto remove = [&](const std::string& name) {
       auto it = merged->children.find(name);
       if (it == merged->children.end()) return;
@@ -2304,22 +2411,24 @@ struct Tree::Impl {
       if (old != nullptr && old->kind == Kind::kDir) --merged->subdirs;
       merged->children.erase(it);
     };
+    const uint32_t begin = t.ChildBegin(upper), end = t.ChildEnd(upper);
     // Whiteouts first: they hide lower entries, not this layer's own.
-    for (const auto& [name, ino] : upper->children) {
+    for (uint32_t c = begin; c < end; ++c) {
+      const std::string_view name = t.Name(c);
       if (name == ".wh..wh..opq") {
         merged->children.clear();
         merged->subdirs = 0;
-      } else if (name.rfind(".wh.", 0) == 0) {
-        remove(name.substr(4));
+      } else if (name.starts_with(".wh.")) {
+        remove(std::string(name.substr(4)));
       }
     }
-    for (const auto& [name, ino] : upper->children) {
-      if (name.rfind(".wh.", 0) == 0) continue;
-      Node* src = GetLocked(ino);
-      if (src == nullptr) continue;
-      if (src->kind != Kind::kDir) {
+    for (uint32_t c = begin; c < end; ++c) {
+      const std::string name(t.Name(c));
+      if (name.starts_with(".wh.")) continue;
+      const uint32_t src = t.Child(c);
+      if (t.KindOf(src) != Kind::kDir) {
         remove(name);
-        merged->children[name] = ino;
+        merged->children[name] = TableIno(layer.slot, src);
         continue;
       }
       Node* dst = nullptr;
@@ -2335,132 +2444,18 @@ struct Tree::Impl {
         }
       }
       const bool fresh = dst == nullptr;
-      if (fresh) dst = Add(merged, name, Kind::kDir, src->mtime, CachePolicy::kImmutable);
+      const Attr a = t.AttrOf(src, 0);
+      if (fresh) dst = Add(merged, name, Kind::kDir, a.mtime, CachePolicy::kImmutable);
       // A directory the upper tar only implies keeps the lower one's metadata
       // (as containerd's apply does); a listed one brings its own.
-      if (fresh || !src->implied) {
-        dst->mode = src->mode;
-        dst->uid = src->uid;
-        dst->gid = src->gid;
-        dst->mtime = src->mtime;
-        dst->raw_xattrs = src->raw_xattrs;
+      if (fresh || !t.Implied(src)) {
+        dst->mode = a.mode;
+        dst->uid = a.uid;
+        dst->gid = a.gid;
+        dst->mtime = a.mtime;
+        dst->raw_xattrs = t.Xattrs(src);
       }
-      MergeDir(dst, src);
-    }
-  }
-
-  // Under the exclusive nodes lock.
-  void InsertLayerEntries(Node* root, const std::vector<formats::TarEntry>& entries,
-                          std::vector<std::string>* warnings) {
-    const std::shared_ptr<LayerState>& layer = root->layer;
-    auto child = [&](Node* dir, const std::string& name) -> Node* {
-      auto it = dir->children.find(name);
-      return it == dir->children.end() ? nullptr : GetLocked(it->second);
-    };
-    auto unlink = [&](Node* dir, const std::string& name) {
-      Node* old = child(dir, name);
-      if (old == nullptr) return;
-      if (old->kind == Kind::kDir) --dir->subdirs;
-      if (old->links > 1) --old->links;
-      dir->children.erase(name);
-    };
-    auto resolve = [&](const std::string& path) -> Node* {
-      Node* cur = root;
-      size_t pos = 0;
-      while (cur != nullptr && pos <= path.size()) {
-        size_t slash = path.find('/', pos);
-        std::string part =
-            path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
-        cur = child(cur, part);
-        if (slash == std::string::npos) break;
-        pos = slash + 1;
-      }
-      return cur;
-    };
-    for (const formats::TarEntry& e : entries) {
-      if (e.path.empty()) continue;  // "./": the layer folder itself
-      Node* dir = root;
-      size_t pos = 0;
-      bool ok = true;
-      while (true) {
-        size_t slash = e.path.find('/', pos);
-        if (slash == std::string::npos) break;
-        const std::string part = e.path.substr(pos, slash - pos);
-        Node* next = child(dir, part);
-        if (next != nullptr && next->kind != Kind::kDir) {
-          warnings->push_back("\"" + e.path + "\": \"" + part + "\" is not a directory");
-          ok = false;
-          break;
-        }
-        if (next == nullptr) {
-          // A directory the tar implies without listing it.
-          next = Add(dir, part, Kind::kDir, layer->mtime, CachePolicy::kImmutable);
-          next->mode = 0755;
-          next->implied = true;
-        }
-        dir = next;
-        pos = slash + 1;
-      }
-      if (!ok) continue;
-      const std::string name = e.path.substr(pos);
-      if (e.type == formats::TarType::kHardlink) {
-        Node* target = resolve(e.link_target);
-        if (target == nullptr || target->kind == Kind::kDir) {
-          warnings->push_back("\"" + e.path + "\": hard link to missing \"" + e.link_target + "\"");
-          continue;
-        }
-        if (target == child(dir, name)) continue;
-        unlink(dir, name);
-        dir->children[name] = target->ino;
-        ++target->links;
-        continue;
-      }
-      Node* existing = child(dir, name);
-      Kind kind = Kind::kFile;
-      switch (e.type) {
-        case formats::TarType::kDir:
-          kind = Kind::kDir;
-          break;
-        case formats::TarType::kSymlink:
-          kind = Kind::kSymlink;
-          break;
-        case formats::TarType::kChar:
-          kind = Kind::kCharDev;
-          break;
-        case formats::TarType::kBlock:
-          kind = Kind::kBlockDev;
-          break;
-        case formats::TarType::kFifo:
-          kind = Kind::kFifo;
-          break;
-        default:
-          kind = Kind::kFile;
-          break;
-      }
-      Node* n = nullptr;
-      if (existing != nullptr && existing->kind == Kind::kDir && kind == Kind::kDir) {
-        n = existing;  // a later entry for the same directory: its metadata wins
-      } else {
-        unlink(dir, name);
-        n = Add(dir, name, kind, 0, CachePolicy::kImmutable);
-      }
-      n->implied = false;
-      n->mode = e.mode & 07777;
-      n->uid = e.uid;
-      n->gid = e.gid;
-      n->mtime = static_cast<TimeNs>(e.mtime_sec) * 1000000000 + e.mtime_nsec;
-      n->raw_xattrs = e.xattrs;
-      if (kind == Kind::kSymlink) n->target = e.link_target;
-      if (kind == Kind::kCharDev || kind == Kind::kBlockDev) {
-        n->rdev = makedev(e.dev_major, e.dev_minor);
-      }
-      if (kind == Kind::kFile) {
-        n->content = Content::kLayerFile;
-        n->layer = layer;
-        n->data_offset = e.data_offset;
-        n->data_size = e.size;
-        n->sparse = e.sparse;
-      }
+      MergeDir(dst, layer, src);
     }
   }
 
@@ -2473,8 +2468,6 @@ struct Tree::Impl {
     a.cache = n.cache;
     a.uid = n.uid;
     a.gid = n.gid;
-    a.rdev = n.rdev;
-    a.nlink = n.links;
     switch (n.kind) {
       case Kind::kDir:
         a.nlink = 2 + n.subdirs;
@@ -2504,8 +2497,6 @@ struct Tree::Impl {
           a.size = metrics::Global().Render().size();
         else if (n.content == Content::kLazy)
           a.size = const_cast<Node&>(n).Rendered()->size();
-        else if (n.content == Content::kLayerFile)
-          a.size = n.data_size;
         break;
     }
     return a;
@@ -2553,59 +2544,97 @@ Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, inde
 }
 
 Result<Attr> Tree::Lookup(uint64_t parent, std::string_view name) {
-  Node* p = impl_->Get(parent);
+  Impl::Target t = impl_->Find(parent);
+  Node* p = t.node;
   impl_->EnsureChild(p, name);
   BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(p));
   BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(p));
+  // A layer folder shows its table's root.
+  if (p != nullptr && p->layer != nullptr) t = Impl::TableTarget(p->layer, LayerTable::kRoot);
+  if (t.layer != nullptr) {
+    const LayerTable& table = *t.layer->table;
+    if (table.KindOf(t.record) != Kind::kDir) return NotFoundError("no such directory");
+    const uint32_t c = table.Lookup(t.record, name);
+    if (c == LayerTable::kNone) return NotFoundError(std::string(name) + ": no such entry");
+    return impl_->AttrOf(Impl::TableTarget(t.layer, c));
+  }
   if (p == nullptr || p->kind != Kind::kDir) return NotFoundError("no such directory");
-  Node* child = nullptr;
+  Impl::Target child;
   {
     std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
     auto it = p->children.find(std::string(name));
-    if (it != p->children.end()) child = impl_->GetLocked(it->second);
+    if (it != p->children.end()) child = impl_->FindLocked(it->second);
   }
-  if (child == nullptr) return NotFoundError(std::string(name) + ": no such entry");
-  return impl_->AttrOf(*child);
+  if (!child.found()) return NotFoundError(std::string(name) + ": no such entry");
+  return impl_->AttrOf(child);
 }
 
 Result<Attr> Tree::GetAttr(uint64_t ino) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
-  return impl_->AttrOf(*n);
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
+  return impl_->AttrOf(t);
 }
 
 Result<std::vector<DirEntry>> Tree::ReadDir(uint64_t ino) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
-  if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
-  impl_->EnsureFilled(n);
-  BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(n));
-  BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(n));
-  std::vector<std::pair<std::string, Node*>> children;
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
+  Node* n = t.node;
+  if (n != nullptr) {
+    if (n->kind != Kind::kDir) return InvalidArgumentError("not a directory");
+    impl_->EnsureFilled(n);
+    BCFS_RETURN_IF_ERROR(impl_->EnsureExpanded(n));
+    BCFS_RETURN_IF_ERROR(impl_->EnsureMerged(n));
+    if (n->layer != nullptr) t = Impl::TableTarget(n->layer, LayerTable::kRoot);
+  }
+  std::vector<DirEntry> out;
+  if (t.layer != nullptr) {
+    const LayerTable& table = *t.layer->table;
+    if (table.KindOf(t.record) != Kind::kDir) return InvalidArgumentError("not a directory");
+    const uint32_t begin = table.ChildBegin(t.record), end = table.ChildEnd(t.record);
+    out.reserve(end - begin);
+    for (uint32_t c = begin; c < end; ++c) {
+      const uint32_t shown = table.Child(c);
+      out.push_back(
+          {std::string(table.Name(c)), table.AttrOf(shown, Impl::TableIno(t.layer->slot, shown))});
+    }
+    return out;
+  }
+  std::vector<std::pair<std::string, Impl::Target>> children;
   {
     std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
     children.reserve(n->children.size());
     for (const auto& [name, child] : n->children) {
-      children.emplace_back(name, impl_->GetLocked(child));
+      children.emplace_back(name, impl_->FindLocked(child));
     }
   }
-  std::vector<DirEntry> out;
   out.reserve(children.size());
-  for (auto& [name, child] : children) out.push_back({std::move(name), impl_->AttrOf(*child)});
+  for (auto& [name, child] : children) out.push_back({std::move(name), impl_->AttrOf(child)});
   return out;
 }
 
 Result<std::string> Tree::ReadLink(uint64_t ino) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
+  if (t.layer != nullptr) {
+    const LayerTable& table = *t.layer->table;
+    if (table.KindOf(t.record) != Kind::kSymlink) return InvalidArgumentError("not a symlink");
+    return table.Target(t.record);
+  }
+  Node* n = t.node;
   if (n->kind != Kind::kSymlink) return InvalidArgumentError("not a symlink");
   return n->target;
 }
 
 Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
   std::set<std::string> names;
+  if (t.layer != nullptr) {
+    // Layer entries have the tar's own attributes and no user.buildcachefs.* ones.
+    for (const auto& [k, v] : t.layer->table->Xattrs(t.record)) names.insert(k);
+    return std::vector<std::string>(names.begin(), names.end());
+  }
+  Node* n = t.node;
   for (const auto& [k, v] : n->raw_xattrs) names.insert(k);
   for (const auto& [k, v] : n->xattrs) names.insert(std::string(kXattrPrefix) + k);
   if (n->content == Content::kBlob) names.insert(std::string(kXattrPrefix) + "cached");
@@ -2614,8 +2643,15 @@ Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) {
 }
 
 Result<std::string> Tree::GetXattr(uint64_t ino, std::string_view name) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
+  if (t.layer != nullptr) {
+    for (const auto& [k, v] : t.layer->table->Xattrs(t.record)) {
+      if (k == name) return v;
+    }
+    return NotFoundError("no such attribute");
+  }
+  Node* n = t.node;
   for (const auto& [k, v] : n->raw_xattrs) {
     if (k == name) return v;
   }
@@ -2641,15 +2677,18 @@ Result<std::string> Tree::GetXattr(uint64_t ino, std::string_view name) {
 }
 
 Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
-  Node* n = impl_->Get(ino);
-  if (n == nullptr) return NotFoundError("no such inode");
-  if (n->kind != Kind::kFile) return InvalidArgumentError("not a file");
+  Impl::Target t = impl_->Find(ino);
+  if (!t.found()) return NotFoundError("no such inode");
+  Node* n = t.node;
+  if (n == nullptr ? t.layer->table->KindOf(t.record) != Kind::kFile : n->kind != Kind::kFile) {
+    return InvalidArgumentError("not a file");
+  }
   // Opens are accesses (DESIGN.md §2): of the blob, the layer, the document.
   Digest accessed;
-  if (n->content == Content::kBlob) {
+  if (n == nullptr) {
+    accessed = t.layer->blob->digest;
+  } else if (n->content == Content::kBlob) {
     accessed = n->blob->digest;
-  } else if (n->content == Content::kLayerFile) {
-    accessed = n->layer->blob->digest;
   } else if (auto it = n->xattrs.find("digest"); it != n->xattrs.end()) {
     if (auto d = Digest::Parse(it->second); d.ok()) accessed = *d;
   }
@@ -2662,6 +2701,11 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
     return std::make_unique<PinnedFile>(std::move(f),
                                         [im, accessed] { im->Unpin(accessed, /*closed=*/true); });
   };
+  if (n == nullptr) {
+    const LayerTable& table = *t.layer->table;
+    return pinned(std::make_unique<LayerFile>(t.layer, table.DataOffset(t.record),
+                                              table.DataSize(t.record), table.Sparse(t.record)));
+  }
   switch (n->content) {
     case Content::kBytes:
       return std::unique_ptr<OpenFile>(new BytesFile(n->bytes));
@@ -2680,8 +2724,6 @@ Result<std::unique_ptr<OpenFile>> Tree::Open(uint64_t ino) {
                                                      : fd.status();
       return pinned(std::make_unique<FdFile>(*fd, n->blob->size));
     }
-    case Content::kLayerFile:
-      return pinned(std::make_unique<LayerFile>(n->layer, n->data_offset, n->data_size, n->sparse));
     case Content::kNone:
       break;
   }
@@ -2780,7 +2822,9 @@ Result<Attr> Tree::Resolve(std::string_view path) {
 
 size_t Tree::NodeCount() const {
   std::shared_lock<std::shared_mutex> lock(impl_->nodes_mu);
-  return impl_->nodes.size();
+  size_t n = impl_->nodes.size();
+  for (const auto& [slot, layer] : impl_->tables) n += layer->table->size() - 1;
+  return n;
 }
 
 }  // namespace bcfs::tree
