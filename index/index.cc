@@ -1169,6 +1169,14 @@ Status Index::SaveLayerIndex(const LayerIndexRow& row) {
 }
 
 Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest) {
+  return LoadLayerIndex(digest, [](LayerIndexRow& head, LayerEntryRow&& e) {
+    head.entries.push_back(std::move(e));
+    return OkStatus();
+  });
+}
+
+Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest,
+                                                           const LayerEntrySink& each) {
   std::string op = "load layer index of " + digest.ToString();
   return NoThrow(path(), op, [&]() -> Result<std::optional<LayerIndexRow>> {
     auto body = [&]() -> Result<std::optional<LayerIndexRow>> {
@@ -1191,6 +1199,10 @@ Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest)
         row.derived_digests = stmt.Blob(5);
         row.indexed = stmt.Int(6);
       }
+      if (!each) {
+        BCFS_RETURN_IF_ERROR(tx.Commit());
+        return std::optional<LayerIndexRow>(std::move(row));
+      }
       BCFS_ASSIGN_OR_RETURN(
           Stmt stmt, db_->Prepare("SELECT path, type, mode, uid, gid, size, mtime_sec, "
                                   "mtime_nsec, link_target, dev_major, dev_minor, data_offset, "
@@ -1199,7 +1211,7 @@ Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest)
       while (true) {
         BCFS_ASSIGN_OR_RETURN(bool more, stmt.Step("query the entries"));
         if (!more) break;
-        LayerEntryRow& e = row.entries.emplace_back();
+        LayerEntryRow e;
         e.path = stmt.Text(0);
         e.type = stmt.Text(1);
         e.mode = static_cast<uint32_t>(stmt.Int(2));
@@ -1213,6 +1225,7 @@ Result<std::optional<LayerIndexRow>> Index::LoadLayerIndex(const Digest& digest)
         e.dev_minor = static_cast<uint32_t>(stmt.Int(10));
         e.data_offset = FromSql(stmt.Int(11));
         e.extra = stmt.Blob(12);
+        BCFS_RETURN_IF_ERROR(each(row, std::move(e)));
       }
       BCFS_RETURN_IF_ERROR(tx.Commit());
       return std::optional<LayerIndexRow>(std::move(row));

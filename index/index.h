@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -238,6 +239,13 @@ class Index {
   // The stored row with its entries in tar order; std::nullopt when none.
   // kCorrupt when the stored digest does not parse.
   Result<std::optional<LayerIndexRow>> LoadLayerIndex(const Digest& digest);
+  // The same, with the entries handed to `each` one at a time, in tar order,
+  // instead of kept in the row (a layer of a million entries need not be held
+  // twice); `head` is the row read so far. An error from `each` stops the
+  // load and is returned. A null `each`: the row without its entries.
+  using LayerEntrySink = std::function<Status(LayerIndexRow& head, LayerEntryRow&& e)>;
+  Result<std::optional<LayerIndexRow>> LoadLayerIndex(const Digest& digest,
+                                                      const LayerEntrySink& each);
   // Forgets a layer's row and entries (OK when there was none).
   Status RemoveLayerIndex(const Digest& digest);
 

@@ -132,7 +132,25 @@ struct LayerState {
   std::atomic<bool> expanded{false};
   // Set once under `mu` before `expanded`; read-only afterwards.
   formats::Compression compression = formats::Compression::kUncompressed;
-  formats::SeekIndex index;
+  uint64_t uncompressed_size = 0;  // of the tar stream
+  // Seek points into the compressed blob (gzip ones carry a 32 KiB window
+  // each: ~85 MB for 5 GiB of tar). Set before `expanded`; dropped there when
+  // a derived copy serves the reads, then loaded again (reload_seek) only if
+  // that copy goes away.
+  std::mutex seek_mu;
+  std::shared_ptr<const formats::SeekIndex> seek;           // GUARDED_BY(seek_mu) once expanded
+  std::function<Result<formats::SeekIndex>()> reload_seek;  // set when `seek` was dropped
+
+  Result<std::shared_ptr<const formats::SeekIndex>> Seek() {
+    std::lock_guard<std::mutex> lock(seek_mu);
+    if (seek == nullptr) {
+      if (!reload_seek)
+        return InternalError("layer " + blob->digest.ToString() + ": no seek points");
+      BCFS_ASSIGN_OR_RETURN(formats::SeekIndex s, reload_seek());
+      seek = std::make_shared<const formats::SeekIndex>(std::move(s));
+    }
+    return seek;
+  }
   std::string error;  // why it could not be (fully) indexed, or which entries were skipped
   // Its entries, and the slot that numbers their inodes (Impl::TableIno).
   std::shared_ptr<const LayerTable> table;
@@ -184,12 +202,12 @@ struct LayerState {
   bool DerivedReady(uint64_t pos, uint64_t len) {
     const int dfd = derived_fd.load(std::memory_order_acquire);
     if (dfd < 0 || derived_bad.load(std::memory_order_acquire)) return false;
-    if (pos > index.uncompressed_size || len > index.uncompressed_size - pos) return false;
+    if (pos > uncompressed_size || len > uncompressed_size - pos) return false;
     if (derived_blocks.empty() || len == 0) return true;
     for (uint64_t b = pos / kDerivedBlock; b <= (pos + len - 1) / kDerivedBlock; ++b) {
       if (block_ok[b].load(std::memory_order_acquire)) continue;
       const uint64_t start = b * kDerivedBlock;
-      const uint64_t n = std::min(kDerivedBlock, index.uncompressed_size - start);
+      const uint64_t n = std::min(kDerivedBlock, uncompressed_size - start);
       std::string bytes(static_cast<size_t>(n), '\0');
       Status st = FdRead(dfd, start, std::span<char>(bytes));
       if (st.ok() && Digest::Sha256Of(bytes).hex() != derived_blocks[b]) {
@@ -654,7 +672,8 @@ class LayerFile : public OpenFile {
     BCFS_ASSIGN_OR_RETURN(int fd, layer_->BlobFd());
     FdSource src(fd, layer_->blob->size);
     if (layer_->compression == formats::Compression::kUncompressed) return src.ReadAt(at, out);
-    const auto& points = layer_->index.points;
+    BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const formats::SeekIndex> seek, layer_->Seek());
+    const auto& points = seek->points;
     size_t done = 0;
     while (done < out.size()) {
       const uint64_t pos = at + done;
@@ -663,13 +682,14 @@ class LayerFile : public OpenFile {
           points.begin(), points.end(), pos,
           [](uint64_t v, const formats::SeekPoint& p) { return v < p.out_offset; });
       const uint64_t start = it == points.begin() ? 0 : std::prev(it)->out_offset;
-      const uint64_t end = it == points.end() ? layer_->index.uncompressed_size : it->out_offset;
+      const uint64_t end = it == points.end() ? seek->uncompressed_size : it->out_offset;
       if (it == points.begin() || end <= pos || end - start > LayerState::kMaxCachedSpan) {
         layer_->counters->inflated += pos - start + (out.size() - done);
-        return formats::ReadUncompressed(src, layer_->index, pos, out.subspan(done));
+        return formats::ReadUncompressed(src, *seek, pos, out.subspan(done));
       }
       const size_t idx = static_cast<size_t>(it - points.begin()) - 1;
-      BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> span, Span(src, idx, start, end));
+      BCFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> span,
+                            Span(src, *seek, idx, start, end));
       const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size() - done, end - pos));
       std::memcpy(out.data() + done, span->data() + (pos - start), n);
       done += n;
@@ -677,8 +697,8 @@ class LayerFile : public OpenFile {
     return OkStatus();
   }
 
-  Result<std::shared_ptr<const std::string>> Span(FdSource& src, size_t idx, uint64_t start,
-                                                  uint64_t end) {
+  Result<std::shared_ptr<const std::string>> Span(FdSource& src, const formats::SeekIndex& seek,
+                                                  size_t idx, uint64_t start, uint64_t end) {
     {
       std::lock_guard<std::mutex> lock(layer_->cache_mu);
       for (auto it = layer_->spans.begin(); it != layer_->spans.end(); ++it) {
@@ -690,8 +710,7 @@ class LayerFile : public OpenFile {
     }
     std::string bytes(static_cast<size_t>(end - start), '\0');
     layer_->counters->inflated += bytes.size();
-    BCFS_RETURN_IF_ERROR(
-        formats::ReadUncompressed(src, layer_->index, start, std::span<char>(bytes)));
+    BCFS_RETURN_IF_ERROR(formats::ReadUncompressed(src, seek, start, std::span<char>(bytes)));
     auto span = std::make_shared<const std::string>(std::move(bytes));
     std::lock_guard<std::mutex> lock(layer_->cache_mu);
     layer_->spans.emplace_front(idx, span);
@@ -2028,6 +2047,14 @@ struct Tree::Impl {
       tables[slot] = n->layer;
       n->subdirs += table->AttrOf(LayerTable::kRoot, 0).nlink - 2;
     }
+    // Reads are served from the derived copy: its seek points (a window each)
+    // wait in the index until the copy goes away.
+    if (layer.derived_fd.load() >= 0 && layer.compression != formats::Compression::kUncompressed &&
+        layer.toc == nullptr && index != nullptr) {
+      std::lock_guard<std::mutex> lock(layer.seek_mu);
+      layer.seek.reset();
+      layer.reload_seek = [this, l = &layer] { return ReloadSeek(*l); };
+    }
     // Building the table freed much more than it keeps: give it back.
     if (table->size() > 4096) ::malloc_trim(0);
     if (!failure.empty()) {
@@ -2148,6 +2175,30 @@ struct Tree::Impl {
     return OkStatus();
   }
 
+  // The seek points of an indexed layer whose derived copy went away: from
+  // the index, or, when its row is gone, from one more pass over the blob.
+  Result<formats::SeekIndex> ReloadSeek(LayerState& layer) {
+    const std::string doc = "layer " + layer.blob->digest.ToString();
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      auto row = index->LoadLayerIndex(layer.blob->digest, nullptr);
+      if (row.ok() && row->has_value() && (*row)->format == kLayerIndexFormat) {
+        auto seek = formats::DecodeSeekIndex((*row)->seek_index);
+        if (seek.ok() && seek->compression == layer.compression &&
+            seek->uncompressed_size == layer.uncompressed_size) {
+          return std::move(*seek);
+        }
+      }
+    }
+    LOG_INFO(doc << ": its seek points are no longer in the index: reading the blob again");
+    BCFS_ASSIGN_OR_RETURN(int fd, layer.BlobFd());
+    FdSource src(fd, layer.blob->size);
+    formats::SeekPass pass = formats::BuildSeekIndexUntil(
+        src, layer.compression, doc, [](std::string_view) -> Result<bool> { return true; });
+    if (!pass.status.ok()) return pass.status;
+    return std::move(pass.index);
+  }
+
   std::string DerivedPath(const Digest& d) {
     return derived_dir + "/" + d.algorithm() + "/" + d.hex();
   }
@@ -2157,37 +2208,42 @@ struct Tree::Impl {
                  std::vector<std::string>* warnings, std::vector<std::string>* skipped) {
     if (index == nullptr) return false;
     const Digest& digest = layer.blob->digest;
+    // The entries go into the table as they are read (never all of them at once).
+    LayerTable::Builder builder(layer.mtime);
+    std::vector<std::string> table_skipped;
+    bool current = true;  // the row's format is this build's
     Result<std::optional<index::LayerIndexRow>> row = std::optional<index::LayerIndexRow>();
     {
       std::lock_guard<std::mutex> lock(index_mu);
-      row = index->LoadLayerIndex(digest);
+      row = index->LoadLayerIndex(
+          digest, [&](index::LayerIndexRow& head, index::LayerEntryRow&& row_entry) -> Status {
+            if (head.format != kLayerIndexFormat) {
+              current = false;
+              return CorruptError("stored in format " + std::to_string(head.format));
+            }
+            BCFS_ASSIGN_OR_RETURN(formats::TarEntry e, FromRow(row_entry));
+            builder.Add(e, &table_skipped);
+            return OkStatus();
+          });
     }
+    if (!current) return false;
     if (!row.ok()) {
-      LOG_WARNING("layer " << digest.ToString() << ": " << row.status().message());
+      LOG_WARNING("layer " << digest.ToString() << ": stored index unusable, indexing again: "
+                           << row.status().message());
       return false;
     }
     if (!row->has_value() || (*row)->format != kLayerIndexFormat) return false;
     index::LayerIndexRow& r = **row;
     auto seek = formats::DecodeSeekIndex(r.seek_index);
-    Status st = seek.ok() ? OkStatus() : seek.status();
-    LayerTable::Builder builder(layer.mtime);
-    std::vector<std::string> table_skipped;
-    for (auto& row_entry : r.entries) {
-      if (!st.ok()) break;
-      auto e = FromRow(row_entry);
-      if (e.ok())
-        builder.Add(*e, &table_skipped);
-      else
-        st = e.status();
-      row_entry = index::LayerEntryRow();  // freed as it goes
-    }
-    if (!st.ok()) {
-      LOG_WARNING("layer " << digest.ToString()
-                           << ": stored index unusable, indexing again: " << st.message());
+    if (!seek.ok()) {
+      LOG_WARNING("layer " << digest.ToString() << ": stored index unusable, indexing again: "
+                           << seek.status().message());
       return false;
     }
-    layer.index = std::move(*seek);
-    layer.compression = layer.index.compression;
+    r.seek_index = {};
+    layer.compression = seek->compression;
+    layer.uncompressed_size = seek->uncompressed_size;
+    layer.seek = std::make_shared<const formats::SeekIndex>(std::move(*seek));
     size_t pos = 0;
     while (pos < r.warnings.size()) {
       size_t nl = r.warnings.find('\n', pos);
@@ -2196,13 +2252,13 @@ struct Tree::Impl {
       pos = nl + 1;
     }
     // The derived copy an earlier mount kept, checked block by block on use.
-    const uint64_t blocks = (layer.index.uncompressed_size + kDerivedBlock - 1) / kDerivedBlock;
+    const uint64_t blocks = (layer.uncompressed_size + kDerivedBlock - 1) / kDerivedBlock;
     if (!derived_dir.empty() && !r.derived_digests.empty() &&
         r.derived_digests.size() == blocks * 64) {
       int fd = ::open(DerivedPath(digest).c_str(), O_RDONLY | O_CLOEXEC);
       struct stat stt {};
       if (fd >= 0 && ::fstat(fd, &stt) == 0 &&
-          static_cast<uint64_t>(stt.st_size) == layer.index.uncompressed_size) {
+          static_cast<uint64_t>(stt.st_size) == layer.uncompressed_size) {
         layer.derived_fd = fd;
         for (uint64_t b = 0; b < blocks; ++b) {
           layer.derived_blocks.push_back(r.derived_digests.substr(b * 64, 64));
@@ -2212,7 +2268,6 @@ struct Tree::Impl {
         ::close(fd);
       }
     }
-    r.entries = {};
     *table = builder.Finish();
     *skipped = std::move(table_skipped);
     ++layer.counters->loaded;
@@ -2285,10 +2340,11 @@ struct Tree::Impl {
           }
           return true;
         });
-    layer.index = std::move(pass.index);
+    layer.uncompressed_size = pass.index.uncompressed_size;
     LOG_DEBUG(doc << ": " << formats::CompressionName(layer.compression) << ", "
-                  << layer.index.uncompressed_size << " bytes, " << layer.index.points.size()
+                  << pass.index.uncompressed_size << " bytes, " << pass.index.points.size()
                   << " seek points");
+    layer.seek = std::make_shared<const formats::SeekIndex>(std::move(pass.index));
     Status st = pass.status;
     if (st.ok() && !cut.empty()) st = CorruptError(doc + ": " + cut);
     if (st.ok()) st = tar.Finish();
@@ -2296,7 +2352,7 @@ struct Tree::Impl {
     take();
     if (!st.ok()) {
       // Keep what lies wholly before the damage.
-      const uint64_t end = layer.index.uncompressed_size;
+      const uint64_t end = layer.uncompressed_size;
       for (const auto& [last, e] : pending) {
         if (last <= end) builder.Add(e, skipped);
       }
@@ -2319,8 +2375,8 @@ struct Tree::Impl {
       index::LayerIndexRow row;
       row.digest = digest;
       row.format = kLayerIndexFormat;
-      row.uncompressed_size = layer.index.uncompressed_size;
-      row.seek_index = formats::EncodeSeekIndex(layer.index);
+      row.uncompressed_size = layer.uncompressed_size;
+      row.seek_index = formats::EncodeSeekIndex(*layer.seek);
       for (const auto& w : *warnings) row.warnings += (row.warnings.empty() ? "" : "\n") + w;
       row.derived_digests = blocks;
       row.indexed = Now();

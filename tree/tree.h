@@ -73,6 +73,8 @@ struct Attr {
   uint32_t uid = 0, gid = 0;
   uint64_t rdev = 0;  // devices in layers
   CachePolicy cache = CachePolicy::kShort;
+
+  bool operator==(const Attr&) const = default;
 };
 
 struct DirEntry {

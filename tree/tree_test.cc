@@ -322,6 +322,117 @@ TEST_F(TreeTest, BlobAndLayerFoldersMakeNodesOnlyForWhatIsLookedUpOrListed) {
   EXPECT_EQ(a->NodeCount(), b->NodeCount());
 }
 
+// Every entry under a folder: its path relative to the folder, its attributes
+// and, for files, its bytes.
+struct Walked {
+  std::map<std::string, Attr> attrs;
+  std::map<std::string, std::string> bytes;
+};
+
+void Walk(Tree& t, uint64_t dir, const std::string& prefix, Walked* out) {
+  auto entries = t.ReadDir(dir);
+  ASSERT_TRUE(entries.ok()) << prefix << ": " << entries.status().message();
+  for (const auto& e : *entries) {
+    const std::string path = prefix + e.name;
+    out->attrs[path] = e.attr;
+    auto looked = t.Lookup(dir, e.name);
+    ASSERT_TRUE(looked.ok()) << path;
+    EXPECT_EQ(looked->ino, e.attr.ino) << path;
+    EXPECT_EQ(t.GetAttr(e.attr.ino)->size, e.attr.size) << path;
+    if (e.attr.kind == Kind::kDir) {
+      Walk(t, e.attr.ino, path + "/", out);
+    } else if (e.attr.kind == Kind::kFile) {
+      auto f = t.Open(e.attr.ino);
+      ASSERT_TRUE(f.ok()) << path << ": " << f.status().message();
+      std::string data;
+      for (;;) {
+        auto span = (*f)->Read(data.size(), 65536);
+        ASSERT_TRUE(span.ok()) << path << ": " << span.status().message();
+        if (span->length == 0) break;
+        if (span->fd >= 0) {
+          std::string buf(span->length, '\0');
+          ASSERT_EQ(::pread(span->fd, buf.data(), buf.size(), span->fd_offset),
+                    static_cast<ssize_t>(span->length));
+          data += buf;
+        } else {
+          data += span->bytes;
+        }
+      }
+      out->bytes[path] = data;
+    }
+  }
+}
+
+TEST_F(TreeTest, LayerEntriesHaveComputedInodesAndReadTheSameWithoutTheDerivedCopy) {
+  const std::string derived = dir_ + "/derived";
+  ASSERT_EQ(::mkdir(derived.c_str(), 0700), 0);
+  auto spec = backends::ParseSourceString("type=local,src=" + dir_ + "/cache");
+  ASSERT_TRUE(spec.ok());
+  auto opened = backends::OpenBackend(*spec);
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<backends::Backend> backend = std::move(*opened);
+  auto build = [&] {
+    std::vector<SourceInput> in;
+    in.push_back({"cache", backend, catalog::ReadSource(*backend, "cache", "local")});
+    auto t = Tree::Build(std::move(in), index_.get(), nullptr, derived);
+    EXPECT_TRUE(t.ok());
+    return std::move(*t);
+  };
+  auto a = build();
+  const std::vector<std::string> layers = Names(*a, "cache/layers/sha256");
+  ASSERT_FALSE(layers.empty());
+  std::map<std::string, Walked> first;
+  size_t files = 0;
+  for (const auto& hex : layers) {
+    auto dir = a->Resolve("cache/layers/sha256/" + hex);
+    ASSERT_TRUE(dir.ok());
+    EXPECT_LT(dir->ino, 1ull << 62);  // the folder is a node, numbered by its path
+    Walk(*a, dir->ino, "", &first[hex]);
+    for (const auto& [path, attr] : first[hex].attrs) {
+      // Entries are numbered by their layer's slot and their record: bit 62
+      // set, below 2^63 for tools that read inode numbers as signed.
+      EXPECT_EQ(attr.ino >> 62, 1u) << path;
+      EXPECT_EQ(attr.cache, CachePolicy::kImmutable) << path;
+      EXPECT_EQ(*a->Resolve("cache/layers/sha256/" + hex + "/" + path), attr) << path;
+    }
+    files += first[hex].bytes.size();
+    EXPECT_EQ(a->Lookup(dir->ino, "no-such-entry").status().code(), Code::kNotFound);
+  }
+  ASSERT_GT(files, 0u);
+  // An unknown entry of a known layer, and of an unknown one.
+  const uint64_t some = first.begin()->second.attrs.begin()->second.ino;
+  EXPECT_EQ(a->GetAttr(some | 0xffffffffull).status().code(), Code::kNotFound);
+  EXPECT_EQ(a->GetAttr((1ull << 62) | 0x3ffffffeull << 32 | 1).status().code(), Code::kNotFound);
+  EXPECT_EQ(a->ReadLink(first.begin()->second.attrs.begin()->second.ino).status().code(),
+            first.begin()->second.attrs.begin()->second.kind == Kind::kSymlink
+                ? Code::kOk
+                : Code::kInvalidArgument);
+
+  // Another tree lists them from the index: the same numbers, attributes, bytes.
+  auto b = build();
+  for (const auto& hex : layers) {
+    Walked again;
+    Walk(*b, b->Resolve("cache/layers/sha256/" + hex)->ino, "", &again);
+    EXPECT_EQ(again.attrs, first[hex].attrs) << hex;
+    EXPECT_EQ(again.bytes, first[hex].bytes) << hex;
+  }
+  // Without the derived copies the reads go through the seek points (dropped
+  // while the copies served): from the index, or, for a layer whose row is
+  // gone, from one more pass over the blob.
+  std::vector<Digest> digests;
+  for (const auto& hex : layers) digests.push_back(*Digest::Parse("sha256:" + hex));
+  ASSERT_TRUE(index_->RemoveLayerIndex(digests.front()).ok());
+  b->DerivedEvicted(digests);
+  for (const auto& hex : layers) {
+    Walked again;
+    Walk(*b, b->Resolve("cache/layers/sha256/" + hex)->ino, "", &again);
+    EXPECT_EQ(again.bytes, first[hex].bytes) << hex;
+  }
+  auto status = nlohmann::json::parse(ReadAll(*b, ".buildcachefs/status.json"));
+  EXPECT_GT(status["layers"]["bytes_inflated_for_reads"].get<uint64_t>(), 0u);
+  EXPECT_EQ(status["layers"]["loaded_from_index"].get<uint64_t>(), layers.size());
+}
+
 class RefreshTest : public TreeTest {
  protected:
   void SetUp() override {
