@@ -112,6 +112,12 @@ class Backend {
   // else the directory's); 0 when unknown.
   virtual TimeNs RefsModified() = 0;
 
+  // A text that changes whenever what ReadSource (catalog/catalog.h) would
+  // read from the source could differ, for reusing a catalog read before
+  // (catalog/catalog_cache.h); "" when the backend cannot tell, or cannot
+  // tell yet, and the source must be read again.
+  virtual std::string Fingerprint() { return ""; }
+
   // Whether StatBlob is a local call (false: a network round trip per blob,
   // which callers avoid for every layer of every ref).
   virtual bool CheapStat() const { return true; }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -477,6 +478,36 @@ TimeNs LocalBackend::RefsModified() {
     return ToNs(st.st_mtim);
   }
   return 0;
+}
+
+std::string LocalBackend::Fingerprint() {
+  // The clock is read before the stats: a change after it has a time at least
+  // as new, which the window then catches.
+  struct timespec now_ts;
+  ::clock_gettime(CLOCK_REALTIME, &now_ts);
+  const TimeNs now = ToNs(now_ts);
+  std::string out = "local v1\n" + dir_ + "\n" + Describe() + "\n";
+  TimeNs newest = 0;
+  auto add = [&](const char* label, const std::string& path, bool with_size) {
+    struct stat st;
+    out += label;
+    if (::stat(path.c_str(), &st) != 0) {
+      out += " absent " + std::to_string(errno) + "\n";
+      return;
+    }
+    out += " dev " + std::to_string(st.st_dev) + " ino " + std::to_string(st.st_ino);
+    if (with_size) out += " size " + std::to_string(st.st_size);
+    out += " mtime " + std::to_string(ToNs(st.st_mtim)) + " ctime " +
+           std::to_string(ToNs(st.st_ctim)) + "\n";
+    newest = std::max({newest, ToNs(st.st_mtim), ToNs(st.st_ctim)});
+  };
+  add("index.json", dir_ + "/index.json", true);
+  add("blobs", dir_ + "/blobs", false);
+  // The folders ListBlobs reads.
+  add("blobs/sha256", dir_ + "/blobs/sha256", false);
+  add("blobs/sha512", dir_ + "/blobs/sha512", false);
+  if (now - newest < kRacyWindow) return "";
+  return out;
 }
 
 Result<int> LocalBackend::OpenBlobFd(const Digest& digest) {

@@ -29,6 +29,22 @@ class LocalBackend : public Backend {
   Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
   Result<std::vector<Digest>> ListBlobs() override;
   TimeNs RefsModified() override;
+  // Built from the source's path and options (Describe(): tag=, digest=), the
+  // stat of index.json (device, inode, size, mtime and ctime in ns; "absent"
+  // when missing) and of blobs/, blobs/sha256/ and blobs/sha512/ (inode, mtime,
+  // ctime: a directory's times change whenever an entry is added, removed or
+  // renamed in it, which is how exporters and prune change a layout).
+  //
+  // Limits: a blob rewritten in place under the same name changes no
+  // directory, so it is not noticed until the source is read afresh (a
+  // refresh, or a cold read). Its bytes are safe, every blob being checked
+  // against its digest when opened, but its shown size and mtime may be stale
+  // until then. And as git's "racily clean" index: a change within the same
+  // timestamp tick as the last one leaves the times as they were, so while any
+  // of those times is less than kRacyWindow old this returns "" (read again,
+  // and keep nothing).
+  std::string Fingerprint() override;
+  static constexpr TimeNs kRacyWindow = 1000000000;  // 1 s: covers 1 s granular timestamps
   Result<int> OpenBlobFd(const Digest& digest) override;
   Result<std::vector<Digest>> RemoveRefs(const std::vector<std::string>& raw_descriptors) override;
   Result<bool> DeleteBlob(const Digest& digest, TimeNs not_after) override;

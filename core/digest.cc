@@ -46,6 +46,26 @@ Result<Digest> Digest::Parse(std::string_view text) {
   return Digest(std::string(alg), std::string(hex));
 }
 
+Result<Digest> Digest::FromRaw(std::string_view algorithm, std::string_view raw) {
+  const size_t want = algorithm == "sha256" ? 32 : algorithm == "sha512" ? 64 : 0;
+  if (want == 0) {
+    return CorruptError("digest algorithm \"" + std::string(algorithm) + "\" is not supported");
+  }
+  if (raw.size() != want) {
+    return CorruptError(std::string(algorithm) + " digest of " + std::to_string(raw.size()) +
+                        " bytes; want " + std::to_string(want));
+  }
+  return Digest(std::string(algorithm),
+                ToHex(reinterpret_cast<const unsigned char*>(raw.data()), raw.size()));
+}
+
+void Digest::AppendRaw(std::string& out) const {
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i + 1 < hex_.size(); i += 2) {
+    out.push_back(static_cast<char>((nibble(hex_[i]) << 4) | nibble(hex_[i + 1])));
+  }
+}
+
 Digest Digest::Sha256Of(std::string_view bytes) {
   Sha256 h;
   h.Update(bytes);

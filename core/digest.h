@@ -21,6 +21,11 @@ class Digest {
   // message saying what is wrong with the text.
   static Result<Digest> Parse(std::string_view text);
   static Digest Sha256Of(std::string_view bytes);
+  // From the bytes AppendRaw wrote: kCorrupt unless `algorithm` is sha256 with
+  // 32 bytes or sha512 with 64.
+  static Result<Digest> FromRaw(std::string_view algorithm, std::string_view raw);
+  // Appends the digest's bytes (32 for sha256, 64 for sha512; nothing when empty).
+  void AppendRaw(std::string& out) const;
 
   bool empty() const { return hex_.empty(); }
   const std::string& algorithm() const { return algorithm_; }

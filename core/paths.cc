@@ -25,4 +25,6 @@ namespace bcfs::paths {
 
 std::string DerivedDir(const std::string& state_dir) { return state_dir + "/derived"; }
 
+std::string CatalogCacheDir(const std::string& state_dir) { return state_dir + "/catalog"; }
+
 }  // namespace bcfs::paths

@@ -17,5 +17,8 @@ std::string IndexDb(const std::string& state_dir);
 std::string StoreDir(const std::string& state_dir);
 // Derived content (uncompressed copies of layers) inside a state dir.
 std::string DerivedDir(const std::string& state_dir);
+// Catalogs read before, kept to skip reading an unchanged source again
+// (catalog/catalog_cache.h), inside a state dir.
+std::string CatalogCacheDir(const std::string& state_dir);
 
 }  // namespace bcfs::paths
