@@ -323,6 +323,28 @@ TEST(CatalogCodecTest, EveryTruncationAndFlippedByteIsCorrupt) {
       << huge.status().message();
 }
 
+TEST(CatalogCodecTest, ALargeBodyIsCheckedAgainstItsDigestToo) {
+  // Bodies of 1 MiB and more are hashed while they are decoded.
+  SourceInfo s = Synthetic();
+  s.refs[0].config_bytes = std::string(3u << 20, 'c');
+  const std::string enc = EncodeSourceInfo(s);
+  auto dec = DecodeSourceInfo(enc);
+  ASSERT_TRUE(dec.ok()) << dec.status().message();
+  EXPECT_EQ(dec->refs[0].config_bytes, s.refs[0].config_bytes);
+  for (size_t at : {kHeader + 3, enc.size() / 2, enc.size() - 1}) {
+    std::string bad = enc;
+    bad[at] ^= 1;
+    EXPECT_EQ(DecodeSourceInfo(bad).status().message(),
+              "catalog cache: the body does not match its SHA-256")
+        << at;
+  }
+  auto cut = DecodeSourceInfo(Reheader(enc, enc.substr(kHeader, enc.size() / 2)));
+  EXPECT_EQ(cut.status().code(), Code::kCorrupt);
+  EXPECT_NE(cut.status().message().find("refs[0].config_bytes: length 3145728 runs past the end"),
+            std::string::npos)
+      << cut.status().message();
+}
+
 TEST_F(CatalogCacheTest, SecondReadComesFromTheCacheUntilTheSourceChanges) {
   BCFS_REQUIRE_FIXTURES();
   const std::string src = Copy("local-growth");

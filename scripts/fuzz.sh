@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
 targets=(tar_fuzz seek_fuzz estargz_fuzz cacheconfig_fuzz source_fuzz challenge_fuzz gcconfig_fuzz
-  gcfilter_fuzz oci_fuzz listing_fuzz gha_fuzz dockerconfig_fuzz mountconfig_fuzz)
+  gcfilter_fuzz oci_fuzz listing_fuzz gha_fuzz dockerconfig_fuzz mountconfig_fuzz
+  catalogcache_fuzz)
 CC=clang-16 CXX=clang++-16 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   -DBCFS_SANITIZE=ON -DBCFS_FUZZ=ON -DBCFS_TESTS=OFF >/dev/null
 ninja -C build-fuzz -j "${BCFS_JOBS:-2}" "${targets[@]}"
