@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_set>
 
@@ -12,13 +13,34 @@ namespace bcfs::catalog {
 namespace {
 
 using formats::Descriptor;
+// Every blob of a source listed (sorted) and stat()ed once, up front.
+struct Stats {
+  const std::vector<Digest>* blobs = nullptr;
+  std::vector<std::optional<backends::BlobStat>> stats;  // nullopt: the stat failed
+
+  const backends::BlobStat* Find(const Digest& d) const {
+    auto it = std::lower_bound(blobs->begin(), blobs->end(), d);
+    if (it == blobs->end() || *it != d) return nullptr;
+    const auto& st = stats[static_cast<size_t>(it - blobs->begin())];
+    return st ? &*st : nullptr;
+  }
+};
+
+// A blob's stat: from `known` when it is there, else asked of the backend, so
+// that an absent blob fails with the backend's own message.
+Result<backends::BlobStat> StatOf(backends::Backend& backend, const Stats* known, const Digest& d) {
+  if (known != nullptr) {
+    if (const backends::BlobStat* st = known->Find(d)) return *st;
+  }
+  return backend.StatBlob(d);
+}
 
 // Reads and verifies one document named by desc; problems go to ref.errors.
-bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::string& what,
-             RefInfo& ref, std::string* out) {
+bool ReadDoc(backends::Backend& backend, const Stats* known, const Descriptor& desc,
+             const std::string& what, RefInfo& ref, std::string* out) {
   const std::string label = what + " " + desc.digest.ToString();
   if (backend.CheapStat()) {
-    auto st = backend.StatBlob(desc.digest);
+    auto st = StatOf(backend, known, desc.digest);
     if (!st.ok()) {
       ref.errors.push_back(label + " is missing from the source (" + st.status().message() + ")");
       return false;
@@ -48,11 +70,11 @@ bool ReadDoc(backends::Backend& backend, const Descriptor& desc, const std::stri
 }
 
 // Reads one top-level cache blob into ref (name and descriptor already set).
-void ReadRef(backends::Backend& backend, RefInfo& ref) {
+void ReadRef(backends::Backend& backend, const Stats* known, RefInfo& ref) {
   std::string manifest_text;
-  if (!ReadDoc(backend, ref.descriptor, "manifest", ref, &manifest_text)) return;
+  if (!ReadDoc(backend, known, ref.descriptor, "manifest", ref, &manifest_text)) return;
   if (backend.CheapStat()) {
-    if (auto st = backend.StatBlob(ref.descriptor.digest); st.ok()) ref.modified = st->mtime;
+    if (auto st = StatOf(backend, known, ref.descriptor.digest); st.ok()) ref.modified = st->mtime;
   }
   const std::string mdoc = "manifest " + ref.descriptor.digest.ToString();
   auto manifest = formats::ParseCacheManifest(manifest_text, ref.descriptor.media_type, mdoc);
@@ -76,7 +98,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
 
   std::string config_text;
   const bool is_inline = manifest->shape == formats::Shape::kInline;
-  if (!ReadDoc(backend, manifest->config, is_inline ? "image config" : "cache config", ref,
+  if (!ReadDoc(backend, known, manifest->config, is_inline ? "image config" : "cache config", ref,
                &config_text)) {
     return;
   }
@@ -108,7 +130,7 @@ void ReadRef(backends::Backend& backend, RefInfo& ref) {
     // A remote source would cost a round trip per layer: its blobs are
     // checked when they are read.
     if (!backend.CheapStat()) return int64_t{-2};
-    auto st = backend.StatBlob(d);
+    auto st = StatOf(backend, known, d);
     int64_t size = st.ok() ? static_cast<int64_t>(st->size) : -1;
     stat_cache[d] = size;
     return size;
@@ -221,6 +243,28 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
   info.location = backend.Describe();
   info.refs_modified = backend.RefsModified();
 
+  // A local source's blobs are listed and stat()ed once, up front, and
+  // ReadRef looks its blobs up there: without it every ref stats each of its
+  // layers again (1,000 refs of 99 layers: 99,000 stats more).
+  std::optional<Result<std::vector<Digest>>> blobs;
+  Stats stats;
+  if (backend.CheapStat()) {
+    blobs = backend.ListBlobs();
+    if (blobs->ok()) {
+      info.blobs = std::move(**blobs);
+      stats.blobs = &info.blobs;
+      stats.stats.reserve(info.blobs.size());
+      for (const Digest& d : info.blobs) {
+        auto st = backend.StatBlob(d);
+        stats.stats.push_back(st.ok() ? std::optional(*st) : std::nullopt);
+      }
+    }
+  }
+  // Found by binary search: ListBlobs sorts (checked, not trusted).
+  const Stats* known =
+      stats.blobs != nullptr && std::is_sorted(info.blobs.begin(), info.blobs.end()) ? &stats
+                                                                                     : nullptr;
+
   auto refs = backend.ListRefs();
   if (!refs.ok()) {
     info.errors.push_back(refs.status().message());
@@ -233,7 +277,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       ref.modified = e.modified;
       ref.synthesized = e.synthesized;
       if (e.error.empty()) {
-        ReadRef(backend, ref);
+        ReadRef(backend, known, ref);
       } else {
         ref.errors.push_back(std::move(e.error));
       }
@@ -241,13 +285,13 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
     }
   }
 
-  auto blobs = backend.ListBlobs();
-  if (!blobs.ok()) {
-    if (blobs.status().code() != Code::kUnsupported)
-      info.errors.push_back(blobs.status().message());
+  if (!blobs) blobs = backend.ListBlobs();
+  if (!blobs->ok()) {
+    if (blobs->status().code() != Code::kUnsupported)
+      info.errors.push_back(blobs->status().message());
     return info;
   }
-  info.blobs = *blobs;
+  if (stats.blobs == nullptr) info.blobs = std::move(**blobs);
   // Reachability starts from every entry of the ref list, not only the refs
   // shown (tag=/digest= narrow those): an orphan is what no entry reaches.
   std::set<Digest> reached;
@@ -267,10 +311,18 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
     }
   }
   std::vector<Digest> unreached;
-  for (const Digest& d : *blobs) {
-    auto st = backend.StatBlob(d);
-    if (!st.ok()) continue;
-    info.blob_stats[d] = *st;
+  for (size_t i = 0; i < info.blobs.size(); ++i) {
+    const Digest& d = info.blobs[i];
+    Result<backends::BlobStat> st = backends::BlobStat();
+    if (stats.blobs == nullptr) {
+      st = backend.StatBlob(d);
+      if (!st.ok()) continue;
+    } else if (stats.stats[i]) {
+      st = *stats.stats[i];
+    } else {
+      continue;  // it could not be stat()ed up front
+    }
+    info.blob_stats.emplace_hint(info.blob_stats.end(), d, *st);
     ++info.blob_count;
     info.blob_bytes += st->size;
     if (reached.count(d)) continue;
@@ -298,7 +350,7 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
       auto cfg = backend.ReadDocument(m->config.digest, kMaxDocumentSize);
       if (!cfg.ok() || !formats::ParseInlineCache(*cfg, *m, "config").ok()) continue;
     }
-    ReadRef(backend, h);
+    ReadRef(backend, known, h);
     info.history.push_back(std::move(h));
   }
   return info;
