@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -71,6 +72,19 @@ class Backend {
 
   // Size and times of a blob; kNotFound when the source does not hold it.
   virtual Result<BlobStat> StatBlob(const Digest& digest) = 0;
+
+  // StatBlob of many blobs at once: one entry per digest, nullopt where
+  // StatBlob fails (ask it for the reason). Local sources stat each blob
+  // relative to its folder, opened once, instead of walking the whole path.
+  virtual std::vector<std::optional<BlobStat>> StatBlobs(const std::vector<Digest>& digests) {
+    std::vector<std::optional<BlobStat>> out;
+    out.reserve(digests.size());
+    for (const Digest& d : digests) {
+      auto st = StatBlob(d);
+      out.push_back(st.ok() ? std::optional<BlobStat>(*st) : std::nullopt);
+    }
+    return out;
+  }
 
   // Reads up to out.size() bytes at offset; returns the count, short only at
   // the end of the blob. kNotFound when absent.

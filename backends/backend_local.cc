@@ -426,17 +426,50 @@ Result<std::vector<Digest>> LocalBackend::ListRoots() {
   return roots;
 }
 
-Result<BlobStat> LocalBackend::StatBlob(const Digest& digest) {
-  const std::string path = BlobPath(digest);
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return ErrnoError(errno, "stat " + path);
-  if (!S_ISREG(st.st_mode)) return CorruptError(path + " is not a regular file");
+namespace {
+
+BlobStat ToBlobStat(const struct stat& st) {
   BlobStat out;
   out.size = static_cast<uint64_t>(st.st_size);
   out.mtime = ToNs(st.st_mtim);
   out.ctime = ToNs(st.st_ctim);
   out.dev = st.st_dev;
   out.ino = st.st_ino;
+  return out;
+}
+
+}  // namespace
+
+Result<BlobStat> LocalBackend::StatBlob(const Digest& digest) {
+  const std::string path = BlobPath(digest);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoError(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return CorruptError(path + " is not a regular file");
+  return ToBlobStat(st);
+}
+
+std::vector<std::optional<BlobStat>> LocalBackend::StatBlobs(const std::vector<Digest>& digests) {
+  std::vector<std::optional<BlobStat>> out;
+  out.reserve(digests.size());
+  // One fd per blobs/<alg>/ for this call only: a folder replaced meanwhile
+  // is seen by the next call, as with StatBlob.
+  std::map<std::string, std::unique_ptr<Fd>> dirs;
+  for (const Digest& d : digests) {
+    auto& dir = dirs[d.algorithm()];
+    if (dir == nullptr) {
+      const std::string path = dir_ + "/blobs/" + d.algorithm();
+      dir = std::make_unique<Fd>(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    }
+    struct stat st;
+    if (dir->get() < 0) {
+      auto one = StatBlob(d);
+      out.push_back(one.ok() ? std::optional<BlobStat>(*one) : std::nullopt);
+    } else if (::fstatat(dir->get(), d.hex().c_str(), &st, 0) == 0 && S_ISREG(st.st_mode)) {
+      out.push_back(ToBlobStat(st));
+    } else {
+      out.push_back(std::nullopt);
+    }
+  }
   return out;
 }
 

@@ -25,6 +25,7 @@ class LocalBackend : public Backend {
   Result<std::vector<RefEntry>> ListRefs() override;
   Result<std::vector<Digest>> ListRoots() override;
   Result<BlobStat> StatBlob(const Digest& digest) override;
+  std::vector<std::optional<BlobStat>> StatBlobs(const std::vector<Digest>& digests) override;
   Result<size_t> ReadBlob(const Digest& digest, uint64_t offset, std::span<char> out) override;
   Result<std::string> ReadDocument(const Digest& digest, uint64_t max_size) override;
   Result<std::vector<Digest>> ListBlobs() override;

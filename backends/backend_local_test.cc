@@ -217,5 +217,32 @@ TEST_F(LocalBackendTest, ReadingNeverWritesToTheSource) {
   EXPECT_EQ(listing(), before);  // no index.json.lock, no ingest/, nothing touched
 }
 
+TEST_F(LocalBackendTest, StatBlobsMatchesStatBlobAndLeavesOutWhatItRefuses) {
+  const Digest a = Put("aaa"), b = Put("bbbb");
+  const Digest missing = Digest::Sha256Of("missing");
+  const Digest dir = Digest::Sha256Of("a folder");
+  fs::create_directories(dir_ + "/blobs/sha256/" + dir.hex());
+  const Digest sha512 = *Digest::Parse("sha512:" + std::string(128, 'a'));
+  auto backend = Open();
+  const std::vector<Digest> digests = {a, missing, b, dir, sha512};
+  const auto got = backend->StatBlobs(digests);
+  ASSERT_EQ(got.size(), 5u);
+  for (size_t i : {0u, 2u}) {
+    auto one = backend->StatBlob(digests[i]);
+    ASSERT_TRUE(one.ok());
+    ASSERT_TRUE(got[i].has_value()) << i;
+    EXPECT_EQ(got[i]->size, one->size);
+    EXPECT_EQ(got[i]->mtime, one->mtime);
+    EXPECT_EQ(got[i]->ctime, one->ctime);
+    EXPECT_EQ(got[i]->dev, one->dev);
+    EXPECT_EQ(got[i]->ino, one->ino);
+  }
+  EXPECT_EQ(got[2]->size, 4u);
+  EXPECT_FALSE(got[1].has_value());
+  EXPECT_FALSE(got[3].has_value());  // not a regular file, as StatBlob refuses it
+  EXPECT_FALSE(got[4].has_value());  // no blobs/sha512/ at all
+  EXPECT_TRUE(backend->StatBlobs({}).empty());
+}
+
 }  // namespace
 }  // namespace bcfs::backends

@@ -253,11 +253,8 @@ SourceInfo ReadSource(backends::Backend& backend, const std::string& name,
     if (blobs->ok()) {
       info.blobs = std::move(**blobs);
       stats.blobs = &info.blobs;
-      stats.stats.reserve(info.blobs.size());
-      for (const Digest& d : info.blobs) {
-        auto st = backend.StatBlob(d);
-        stats.stats.push_back(st.ok() ? std::optional(*st) : std::nullopt);
-      }
+      stats.stats = backend.StatBlobs(info.blobs);
+      BCFS_CHECK(stats.stats.size() == info.blobs.size());
     }
   }
   // Found by binary search: ListBlobs sorts (checked, not trusted).
