@@ -391,11 +391,12 @@ index::SourceSnapshot ToSnapshot(const SourceInfo& info, TimeNs refreshed) {
 
 Status RecordSource(index::Index& index, const SourceInfo& info, const std::string& key,
                     TimeNs now) {
-  if (!key.empty()) {
-    auto same = index.TouchSource({info.name, info.type, info.location}, key, now);
+  const std::string stored_key = info.HasErrors() ? "" : key;
+  if (!stored_key.empty()) {
+    auto same = index.TouchSource({info.name, info.type, info.location}, stored_key, now);
     if (same.ok() && *same) return OkStatus();
   }
-  return index.ReplaceSource(ToSnapshot(info, now), key);
+  return index.ReplaceSource(ToSnapshot(info, now), stored_key);
 }
 
 }  // namespace bcfs::catalog

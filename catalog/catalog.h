@@ -99,7 +99,8 @@ index::SourceSnapshot ToSnapshot(const SourceInfo& info, TimeNs refreshed);
 // Stores what `info` says in the index. `key` is the backend's Fingerprint()
 // taken before `info` was read ("" when it has none): when the index holds
 // the source under that key already, only its refresh time changes (no
-// snapshot is made: a warm mount of 100,000 blobs skips that work).
+// snapshot is made: a warm mount of 100,000 blobs skips that work). A read
+// with errors is stored by content (a retry may read more under the same key).
 Status RecordSource(index::Index& index, const SourceInfo& info, const std::string& key,
                     TimeNs now);
 

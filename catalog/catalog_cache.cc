@@ -634,11 +634,12 @@ std::string CatalogCacheFile(backends::Backend& backend, const std::string& name
 }
 
 SourceInfo ReadSourceCached(backends::Backend& backend, const std::string& name,
-                            const std::string& type, const std::string& cache_dir,
-                            bool* from_cache) {
+                            const std::string& type, const std::string& cache_dir, bool* from_cache,
+                            std::string* version) {
   if (from_cache != nullptr) *from_cache = false;
   // First: whatever changes from here on makes the next use miss.
   const std::string fingerprint = backend.Fingerprint();
+  if (version != nullptr) *version = fingerprint.empty() ? "" : fingerprint + "\n" + Producer();
   const bool usable = !cache_dir.empty() && !fingerprint.empty();
   const std::string key = SourceKey(backend, name, type);
   const std::string file = usable ? CatalogCacheFile(backend, name, type, cache_dir) : "";

@@ -38,10 +38,13 @@ Result<SourceInfo> DecodeSourceInfo(std::string_view bytes);
 // returned and *from_cache set to true. Otherwise the source is read and,
 // when the read has no errors (warnings are fine), kept there. key is the
 // sha256 hex of type, name and Describe(). Problems with the cache are logged
-// as one warning naming the file and never fail the read.
+// as one warning naming the file and never fail the read. *version (when
+// given) is set to what identifies the result: the fingerprint and this
+// binary's encoding ("" when the backend has no fingerprint), the key under
+// which RecordSource can store it in the index.
 SourceInfo ReadSourceCached(backends::Backend& backend, const std::string& name,
                             const std::string& type, const std::string& cache_dir,
-                            bool* from_cache = nullptr);
+                            bool* from_cache = nullptr, std::string* version = nullptr);
 
 // The file ReadSourceCached uses for a source (exposed for tests and tools).
 std::string CatalogCacheFile(backends::Backend& backend, const std::string& name,

@@ -66,6 +66,15 @@ TEST(RecordSource, AKeyAlreadyStoredOnlyUpdatesTheRefreshTimeAnyOtherStoresTheSn
   ASSERT_TRUE(RecordSource(idx, TwoRefs(), "", 40).ok());
   EXPECT_EQ(RefNames(idx), (std::vector<std::string>{"latest", "main"}));
   EXPECT_EQ(idx.LoadSource("c")->refreshed, 40);
+
+  // A read with errors is stored by content, never under a key: the next
+  // read under the same key stores what it says.
+  SourceInfo failed = one;
+  failed.refs[0].errors.push_back("manifest unreadable");
+  ASSERT_TRUE(RecordSource(idx, failed, "fp-4", 50).ok());
+  EXPECT_EQ(RefNames(idx), std::vector<std::string>{"latest"});
+  ASSERT_TRUE(RecordSource(idx, TwoRefs(), "fp-4", 60).ok());
+  EXPECT_EQ(RefNames(idx), (std::vector<std::string>{"latest", "main"}));
 }
 
 }  // namespace

@@ -46,6 +46,7 @@
 #include "backends/naming.h"
 #include "backends/source.h"
 #include "catalog/catalog.h"
+#include "catalog/catalog_cache.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/config.h"
@@ -493,8 +494,12 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
                  : backend.status();
     }
     const auto read_start = std::chrono::steady_clock::now();
+    // An unchanged source is read from the catalog cache (its fingerprint says so).
+    bool cached = false;
+    std::string version;
     catalog::SourceInfo info =
-        catalog::ReadSource(**backend, name, std::string(backends::SourceTypeName(spec.type)));
+        catalog::ReadSourceCached(**backend, name, std::string(backends::SourceTypeName(spec.type)),
+                                  paths::CatalogCacheDir(plan.state_dir), &cached, &version);
     const auto read_end = std::chrono::steady_clock::now();
     for (const auto& e : info.errors) LOG_WARNING("source " << name << ": " << e);
     for (const auto* list : {&info.refs, &info.history}) {
@@ -506,12 +511,12 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
     }
     // The index feeds du/prune/gc; a failure there must not keep the cache
     // from being shown.
-    if (Status st = idx->ReplaceSource(catalog::ToSnapshot(info, Now())); !st.ok()) {
+    if (Status st = catalog::RecordSource(*idx, info, version, Now()); !st.ok()) {
       LOG_WARNING("source " << name << ": not recorded in the index: " << st.message());
     }
     LOG_DEBUG("source " << name << ": " << info.refs.size() << " refs, " << info.blobs.size()
-                        << " blobs; catalog read in " << Seconds(read_end - read_start)
-                        << " s, index updated in "
+                        << " blobs; catalog read" << (cached ? " from its cache" : "") << " in "
+                        << Seconds(read_end - read_start) << " s, index updated in "
                         << Seconds(std::chrono::steady_clock::now() - read_end) << " s");
     inputs.push_back(tree::SourceInput{
         name, std::shared_ptr<backends::Backend>(std::move(*backend)), std::move(info)});
@@ -533,7 +538,8 @@ Status ServeSources(const Plan& plan, const std::function<void()>& on_ready,
   }
   const auto build_start = std::chrono::steady_clock::now();
   BCFS_ASSIGN_OR_RETURN(std::unique_ptr<tree::Tree> tree,
-                        tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived));
+                        tree::Tree::Build(std::move(inputs), idx.get(), content.get(), derived,
+                                          paths::CatalogCacheDir(plan.state_dir)));
   LOG_DEBUG("tree built in " << Seconds(std::chrono::steady_clock::now() - build_start) << " s, "
                              << tree->NodeCount() << " nodes");
   // noatime: no access times, ours included.

@@ -20,6 +20,7 @@
 #include <unordered_set>
 
 #include "backends/naming.h"
+#include "catalog/catalog_cache.h"
 #include "core/base64.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -819,6 +820,7 @@ struct Tree::Impl {
   index::Index* index = nullptr;
   store::ContentStore* store = nullptr;
   std::string derived_dir;
+  std::string catalog_cache;
   TimeNs mount_time = 0;
   std::shared_ptr<LayerCounters> layer_counters = std::make_shared<LayerCounters>();
   // The layer counters in .buildcachefs/metrics (summed over the trees alive).
@@ -1633,7 +1635,14 @@ struct Tree::Impl {
       std::lock_guard<std::mutex> lock(mu);
       type = infos[si]->type;
     }
-    catalog::SourceInfo fresh = catalog::ReadSource(*in.backend, in.name, type);
+    // An unchanged source comes from the catalog cache: a refresh of 100,000
+    // blobs that changed nothing costs a few stat() calls.
+    std::string version;
+    catalog::SourceInfo fresh =
+        catalog::ReadSourceCached(*in.backend, in.name, type, catalog_cache, nullptr, &version);
+    // What is shown is not what this read says (see KeepUnreadableRefs): the
+    // index stores it by content.
+    if (fresh.HasErrors()) version.clear();
     if (fresh.errors.empty()) {
       std::lock_guard<std::mutex> lock(mu);
       KeepUnreadableRefs(*infos[si], &fresh);
@@ -1693,7 +1702,7 @@ struct Tree::Impl {
     }
     if (index != nullptr) {
       std::lock_guard<std::mutex> lock(index_mu);
-      if (Status st = index->ReplaceSource(catalog::ToSnapshot(*info, Now())); !st.ok()) {
+      if (Status st = catalog::RecordSource(*index, *info, version, Now()); !st.ok()) {
         LOG_WARNING("source " << in.name
                               << ": refresh not recorded in the index: " << st.message());
       }
@@ -2563,13 +2572,15 @@ Tree::Tree() : impl_(std::make_unique<Impl>()) {}
 Tree::~Tree() = default;
 
 Result<std::unique_ptr<Tree>> Tree::Build(std::vector<SourceInput> sources, index::Index* index,
-                                          store::ContentStore* store, std::string derived_dir) {
+                                          store::ContentStore* store, std::string derived_dir,
+                                          std::string catalog_cache) {
   std::unique_ptr<Tree> t(new Tree());
   Impl& im = *t->impl_;
   im.sources = std::move(sources);
   im.index = index;
   im.store = store;
   im.derived_dir = std::move(derived_dir);
+  im.catalog_cache = std::move(catalog_cache);
   im.mount_time = Now();
   auto root = std::make_unique<Node>();
   root->ino = kRootIno;

@@ -125,9 +125,12 @@ class Tree {
   // `derived_dir` (may be empty) holds the uncompressed copies of compressed
   // layers made while indexing them (unnamed O_TMPFILE files that vanish with
   // the mount), so reads in layers are served like uncompressed ones.
+  // `catalog_cache` (may be empty) is where refreshes keep and find the
+  // catalogs of unchanged sources (catalog::ReadSourceCached).
   static Result<std::unique_ptr<Tree>> Build(std::vector<SourceInput> sources, index::Index* index,
                                              store::ContentStore* store = nullptr,
-                                             std::string derived_dir = "");
+                                             std::string derived_dir = "",
+                                             std::string catalog_cache = "");
   ~Tree();
 
   // kNotFound when parent has no child `name` (or is not a directory).
