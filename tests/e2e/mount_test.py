@@ -1312,6 +1312,77 @@ class Inodes(Base):
         self.assertEqual(sample(), first, "fresh state dir")
 
 
+class CatalogCache(Base):
+    """A remount of an unchanged source reads its catalog from <state>/catalog; any change
+    to the source (a blob added, index.json rewritten) or a damaged cache file makes it
+    read the source again, and the tree always says what the files say."""
+
+    def settle(self, root):
+        """Waits (polling the clock, deadline 10 s) until every folder time of root is over
+        1 s old: the fingerprint refuses to vouch for a source changed within the last
+        second (a change in the same clock tick would not show)."""
+        deadline = time.time() + 10
+        while True:
+            newest = max(max(os.stat(p).st_mtime, os.stat(p).st_ctime)
+                         for p in (root, os.path.join(root, "index.json"),
+                                   os.path.join(root, "blobs"),
+                                   os.path.join(root, "blobs", "sha256")))
+            if time.time() - newest > 1.1:
+                return
+            self.assertLess(time.time(), deadline, "the clock does not move")
+            time.sleep(0.05)
+
+    def cache_file(self, state):
+        files = os.listdir(os.path.join(state, "catalog"))
+        self.assertEqual(len(files), 1, files)
+        self.assertTrue(files[0].endswith(".bin"), files)
+        st = os.stat(os.path.join(state, "catalog", files[0]))
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(state, "catalog")).st_mode), 0o700)
+        return os.path.join(state, "catalog", files[0]), (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def test_unchanged_sources_come_from_the_cache_and_changes_are_read_again(self):
+        root = self.fixture("local-growth")
+        name = os.path.basename(root)
+        state = tempfile.mkdtemp(prefix="state-", dir=self.tmp)
+        mnt = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
+        self.settle(root)
+        self.mount([self.local(root)], state=state, mnt=mnt)
+        self.check_source(mnt, name, root)
+        self.unmount(mnt)
+        path, first = self.cache_file(state)
+
+        # Unchanged: served from the cache, which is not rewritten.
+        self.mount([self.local(root)], state=state, mnt=mnt)
+        self.check_source(mnt, name, root)
+        self.unmount(mnt)
+        self.assertEqual(self.cache_file(state)[1], first)
+
+        # A blob added: read again (the file is replaced) and shown.
+        data = b"a blob added between two mounts\n"
+        hexd = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(root, "blobs", "sha256", hexd), "wb") as f:
+            f.write(data)
+        self.settle(root)
+        self.mount([self.local(root)], state=state, mnt=mnt)
+        self.assertEqual(read_all(os.path.join(mnt, name, "blobs", "sha256", hexd)), data)
+        self.check_source(mnt, name, root)
+        self.unmount(mnt)
+        _, second = self.cache_file(state)
+        self.assertNotEqual(second[0], first[0], "a changed source's catalog is written anew")
+
+        # A damaged cache file: a warning naming it, the source read again, nothing lost.
+        with open(path, "r+b") as f:
+            f.seek(second[2] // 2)
+            byte = f.read(1)
+            f.seek(second[2] // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        self.mount([self.local(root)], state=state, mnt=mnt)
+        self.assertIn(path, self.log_of(mnt))
+        self.check_source(mnt, name, root)
+        self.unmount(mnt)
+        self.assertNotEqual(self.cache_file(state)[1], second, "the damaged file is replaced")
+
+
 # ---------------------------------------------------------------------------
 
 
