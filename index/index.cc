@@ -238,6 +238,12 @@ class Stmt {
     Note(sqlite3_bind_blob64(stmt_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT));
     return *this;
   }
+  // Without a copy (a layer's seek points can be ~100 MB): `v` must stay
+  // unchanged until the statement is reset or finalized.
+  Stmt& BindBlobNoCopy(int i, std::string_view v) {
+    Note(sqlite3_bind_blob64(stmt_, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC));
+    return *this;
+  }
   Stmt& Bind(int i, std::string_view v) {
     // A null data pointer would bind SQL NULL, not "".
     Note(sqlite3_bind_text64(stmt_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT,
@@ -1114,6 +1120,13 @@ static Status DeleteLayerRows(Connection& conn, const std::string& digest) {
 }
 
 Status Index::SaveLayerIndex(const LayerIndexRow& row) {
+  size_t i = 0;
+  return SaveLayerIndex(row, [&]() -> const LayerEntryRow* {
+    return i < row.entries.size() ? &row.entries[i++] : nullptr;
+  });
+}
+
+Status Index::SaveLayerIndex(const LayerIndexRow& row, const LayerEntrySource& next) {
   std::string op = "save layer index of " + row.digest.ToString();
   return NoThrow(path(), op, [&]() -> Status {
     auto body = [&]() -> Status {
@@ -1130,7 +1143,7 @@ Status Index::SaveLayerIndex(const LayerIndexRow& row) {
         BCFS_RETURN_IF_ERROR(ins.Bind(1, digest)
                                  .Bind(2, row.format)
                                  .Bind(3, ToSql(row.uncompressed_size))
-                                 .BindBlob(4, row.seek_index)
+                                 .BindBlobNoCopy(4, row.seek_index)
                                  .Bind(5, row.warnings)
                                  .BindBlob(6, row.derived_digests)
                                  .Bind(7, row.indexed)
@@ -1143,7 +1156,8 @@ Status Index::SaveLayerIndex(const LayerIndexRow& row) {
                        "extra) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
                        "?14, ?15)"));
       int64_t seq = 0;
-      for (const LayerEntryRow& e : row.entries) {
+      while (const LayerEntryRow* next_entry = next()) {
+        const LayerEntryRow& e = *next_entry;
         BCFS_RETURN_IF_ERROR(ent.Bind(1, digest)
                                  .Bind(2, seq++)
                                  .Bind(3, e.path)

@@ -236,6 +236,11 @@ class Index {
   // Stores what indexing a layer found, replacing an earlier row for the same
   // digest, in one transaction. kInvalidArgument for an empty digest.
   Status SaveLayerIndex(const LayerIndexRow& row);
+  // The same, with the entries (row.entries is ignored) handed over one at a
+  // time by `next`, in tar order, until it returns null; each one only needs
+  // to live until the next call.
+  using LayerEntrySource = std::function<const LayerEntryRow*()>;
+  Status SaveLayerIndex(const LayerIndexRow& row, const LayerEntrySource& next);
   // The stored row with its entries in tar order; std::nullopt when none.
   // kCorrupt when the stored digest does not parse.
   Result<std::optional<LayerIndexRow>> LoadLayerIndex(const Digest& digest);

@@ -712,6 +712,49 @@ TEST(Index, SaveLayerIndexReplacesTheOldRowAndRemoveForgetsIt) {
   EXPECT_EQ(**got, other);
 }
 
+TEST(Index, LayerEntriesStreamInAndOutOneAtATime) {
+  auto idx = MustOpen(":memory:");
+  ASSERT_NE(idx, nullptr);
+  const LayerIndexRow row = SampleLayer("layer", 50);
+  // Saved from a source that reuses one row object for every entry.
+  LayerIndexRow head = row;
+  head.entries.clear();
+  size_t given = 0;
+  LayerEntryRow scratch;
+  ASSERT_TRUE(idx->SaveLayerIndex(head,
+                                  [&]() -> const LayerEntryRow* {
+                                    if (given == row.entries.size()) return nullptr;
+                                    scratch = row.entries[given++];
+                                    return &scratch;
+                                  })
+                  .ok());
+  // Loaded into a sink: every entry in tar order, after the row's other fields.
+  std::vector<LayerEntryRow> seen;
+  auto got = idx->LoadLayerIndex(row.digest, [&](LayerIndexRow& h, LayerEntryRow&& e) -> Status {
+    EXPECT_EQ(h.seek_index, row.seek_index);
+    EXPECT_EQ(h.format, row.format);
+    EXPECT_TRUE(h.entries.empty());
+    seen.push_back(std::move(e));
+    return OkStatus();
+  });
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ(seen, row.entries);
+  EXPECT_TRUE((*got)->entries.empty());
+  EXPECT_EQ((*got)->derived_digests, row.derived_digests);
+  // A sink's error stops the load and is returned; a null sink reads no entries.
+  size_t calls = 0;
+  got = idx->LoadLayerIndex(row.digest, [&](LayerIndexRow&, LayerEntryRow&&) -> Status {
+    return ++calls == 3 ? CorruptError("enough") : OkStatus();
+  });
+  EXPECT_EQ(calls, 3u);
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("enough"), std::string::npos) << got.status().message();
+  got = idx->LoadLayerIndex(row.digest, nullptr);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_TRUE((*got)->entries.empty());
+  EXPECT_EQ((*got)->seek_index, row.seek_index);
+}
+
 TEST(Index, SaveLayerIndexWithAnEmptyDigestIsInvalidArgument) {
   auto idx = MustOpen(":memory:");
   ASSERT_NE(idx, nullptr);
