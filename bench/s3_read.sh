@@ -52,6 +52,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # moto prints one JSON line once it listens; read it through a fifo.
+rm -f "$work/ready"  # a run killed before its cleanup leaves it
 mkfifo "$work/ready"
 env -u AWS_CA_BUNDLE python3 tests/servers/moto_harness.py --serve --no-auth \
   >"$work/ready" 2>"$work/moto.log" &
