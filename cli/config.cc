@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/metrics_http.h"
+#include "gc/toml_names.h"
 
 namespace bcfs::cli {
 namespace {
@@ -15,25 +16,6 @@ namespace {
 constexpr char kTopKeys[] =
     "mountpoint, state_dir, options, source, gc, gc_interval, refresh_interval, log_level, "
     "metrics_addr";
-
-std::string TypeName(const toml::node& n) {
-  switch (n.type()) {
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a float";
-    case toml::node_type::boolean:
-      return "a boolean";
-    default:
-      return "a date or time";
-  }
-}
 
 std::string Place(std::string_view file, const toml::source_region& where) {
   std::string s(file);
@@ -61,7 +43,8 @@ std::string Resolve(const std::string& base_dir, const std::string& path) {
 
 Result<std::string> StringValue(std::string_view file, const toml::node& n, std::string_view path) {
   if (auto s = n.as_string()) return s->get();
-  return ErrorAt(file, n.source(), path, "expected a string, got " + TypeName(n));
+  return ErrorAt(file, n.source(), path,
+                 "expected a string, got " + std::string(gc::TomlTypeName(n)));
 }
 
 // A field of a source string, quoted as Go's encoding/csv would need it.
@@ -101,7 +84,7 @@ Result<std::string> SourceText(std::string_view file, const toml::table& t,
       value = b->get() ? "true" : "false";
     } else {
       return ErrorAt(file, v.source(), path + "." + std::string(k.str()),
-                     "expected a string, got " + TypeName(v));
+                     "expected a string, got " + std::string(gc::TomlTypeName(v)));
     }
     if (!csv.empty()) csv += ',';
     csv += CsvField(std::string(k.str()) + "=" + value);
@@ -118,7 +101,8 @@ Result<gc::DurationNs> DurationValue(std::string_view file, const toml::node& n,
   } else if (auto s = n.as_string()) {
     d = gc::ParseConfigDuration(s->get());
   } else {
-    return ErrorAt(file, n.source(), path, "expected a duration string, got " + TypeName(n));
+    return ErrorAt(file, n.source(), path,
+                   "expected a duration string, got " + std::string(gc::TomlTypeName(n)));
   }
   if (!d.ok()) return ErrorAt(file, n.source(), path, d.status().message());
   return d;
@@ -172,7 +156,7 @@ Result<ServiceConfig> ParseServiceConfig(std::string_view toml_text, std::string
       auto arr = node.as_array();
       if (!arr) {
         return ErrorAt(file_name, node.source(), k,
-                       "expected an array of strings, got " + TypeName(node));
+                       "expected an array of strings, got " + std::string(gc::TomlTypeName(node)));
       }
       cfg.options.emplace();
       for (size_t i = 0; i < arr->size(); ++i) {
@@ -184,13 +168,15 @@ Result<ServiceConfig> ParseServiceConfig(std::string_view toml_text, std::string
       auto arr = node.as_array();
       if (!arr) {
         return ErrorAt(file_name, node.source(), k,
-                       "expected [[source]] tables, got " + TypeName(node));
+                       "expected [[source]] tables, got " + std::string(gc::TomlTypeName(node)));
       }
       for (size_t i = 0; i < arr->size(); ++i) {
         const toml::node& e = (*arr)[i];
         const std::string path = "source[" + std::to_string(i) + "]";
         auto t = e.as_table();
-        if (!t) return ErrorAt(file_name, e.source(), path, "expected a table, got " + TypeName(e));
+        if (!t)
+          return ErrorAt(file_name, e.source(), path,
+                         "expected a table, got " + std::string(gc::TomlTypeName(e)));
         BCFS_ASSIGN_OR_RETURN(std::string text, SourceText(file_name, *t, path));
         const toml::node* at = t->get("source") ? t->get("source") : &e;
         auto spec = backends::ParseSourceString(text);
@@ -202,7 +188,8 @@ Result<ServiceConfig> ParseServiceConfig(std::string_view toml_text, std::string
       }
     } else if (k == "gc") {
       if (!node.as_table()) {
-        return ErrorAt(file_name, node.source(), k, "expected a table, got " + TypeName(node));
+        return ErrorAt(file_name, node.source(), k,
+                       "expected a table, got " + std::string(gc::TomlTypeName(node)));
       }
       auto gc = gc::ParseGcConfig(toml_text, file_name);
       if (!gc.ok()) return AddColumn(gc.status(), file_name, doc);

@@ -11,6 +11,8 @@
 #include <span>
 #include <sstream>
 
+#include "gc/toml_names.h"
+
 namespace bcfs::gc {
 namespace {
 
@@ -53,31 +55,6 @@ std::optional<std::string_view> Canonical(std::span<const KeyName> keys, std::st
   return std::nullopt;
 }
 
-std::string_view TypeName(const toml::node& n) {
-  switch (n.type()) {
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a float";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    default:
-      return "nothing";
-  }
-}
-
 // Error context: "<file>:<line>: <key path>".
 class Where {
  public:
@@ -114,7 +91,7 @@ Result<DurationNs> DurationValue(const Where& w, const toml::node& n, const std:
   }
   return w.Error(n, path,
                  "expected a duration (\"48h\" or integer seconds), got " +
-                     std::string(TypeName(n)) + " " + ValueText(n));
+                     std::string(TomlTypeName(n)) + " " + ValueText(n));
 }
 
 Result<DiskSpace> SpaceValue(const Where& w, const toml::node& n, const std::string& path) {
@@ -128,14 +105,14 @@ Result<DiskSpace> SpaceValue(const Where& w, const toml::node& n, const std::str
     return *d;
   }
   return w.Error(n, path,
-                 "expected a size (bytes, \"512MB\" or \"10%\"), got " + std::string(TypeName(n)) +
-                     " " + ValueText(n));
+                 "expected a size (bytes, \"512MB\" or \"10%\"), got " +
+                     std::string(TomlTypeName(n)) + " " + ValueText(n));
 }
 
 Result<bool> BoolValue(const Where& w, const toml::node& n, const std::string& path) {
   if (auto b = n.as_boolean()) return b->get();
-  return w.Error(n, path,
-                 "expected true or false, got " + std::string(TypeName(n)) + " " + ValueText(n));
+  return w.Error(
+      n, path, "expected true or false, got " + std::string(TomlTypeName(n)) + " " + ValueText(n));
 }
 
 // Refuses `keepDuration` and `keep_duration` side by side.
@@ -171,15 +148,16 @@ Result<Policy> ParsePolicy(const Where& w, const toml::table& t, const std::stri
       auto arr = v.as_array();
       if (!arr) {
         return w.Error(v, kpath,
-                       "expected an array of filter strings, got " + std::string(TypeName(v)) +
+                       "expected an array of filter strings, got " + std::string(TomlTypeName(v)) +
                            " " + ValueText(v));
       }
       for (size_t i = 0; i < arr->size(); ++i) {
         const toml::node& e = *arr->get(i);
         auto s = e.as_string();
         if (!s) {
-          return w.Error(e, kpath + "[" + std::to_string(i) + "]",
-                         "expected a string, got " + std::string(TypeName(e)) + " " + ValueText(e));
+          return w.Error(
+              e, kpath + "[" + std::to_string(i) + "]",
+              "expected a string, got " + std::string(TomlTypeName(e)) + " " + ValueText(e));
         }
         p.filters.push_back(s->get());
       }
@@ -226,13 +204,13 @@ Status ParseTable(const Where& w, const toml::table& t, const std::string& path,
       if (!arr) {
         return w.Error(
             v, kpath,
-            "expected an array of tables ([[" + kpath + "]]), got " + std::string(TypeName(v)));
+            "expected an array of tables ([[" + kpath + "]]), got " + std::string(TomlTypeName(v)));
       }
       for (size_t i = 0; i < arr->size(); ++i) {
         const toml::node& e = *arr->get(i);
         std::string ppath = kpath + "[" + std::to_string(i) + "]";
         auto pt = e.as_table();
-        if (!pt) return w.Error(e, ppath, "expected a table, got " + std::string(TypeName(e)));
+        if (!pt) return w.Error(e, ppath, "expected a table, got " + std::string(TomlTypeName(e)));
         BCFS_ASSIGN_OR_RETURN(Policy p, ParsePolicy(w, *pt, ppath, dialect, cfg.warnings));
         cfg.policies.push_back(std::move(p));
       }
@@ -328,7 +306,7 @@ Result<GcConfig> ParseGcConfig(std::string_view toml_text, std::string_view file
   GcConfig cfg;
   if (auto gc = doc.get("gc")) {
     auto t = gc->as_table();
-    if (!t) return w.Error(*gc, "gc", "expected a table, got " + std::string(TypeName(*gc)));
+    if (!t) return w.Error(*gc, "gc", "expected a table, got " + std::string(TomlTypeName(*gc)));
     BCFS_RETURN_IF_ERROR(ParseTable(w, *t, "gc", /*ours=*/true, cfg));
     return cfg;
   }
