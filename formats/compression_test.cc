@@ -647,12 +647,7 @@ TEST(SeekIndexEncoding, InvariantsAreChecked) {
 
 // --- real BuildKit layers ------------------------------------------------------
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
 // The layer descriptors of an index-shaped local cache.
 std::vector<Descriptor> FixtureLayers(const std::string& dir) {

@@ -596,12 +596,7 @@ TEST(ReadFileRange, ChunkWithoutDigestCannotBeVerified) {
 
 // --- real BuildKit eStargz layers ------------------------------------------------
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
 // An independent view of the blob: libarchive's gunzip + tar walk.
 struct TarEntry {

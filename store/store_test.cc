@@ -23,6 +23,7 @@
 
 #include "core/metrics.h"
 #include "store/content_store.h"
+#include "tests/testing.h"
 
 namespace bcfs::store {
 namespace {
@@ -54,17 +55,9 @@ std::string ReadAllAndClose(int fd) {
   return out;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << bytes;
-}
+using testing::WriteFile;
 
 uint64_t Parts(uint64_t size) { return (size + kPart - 1) / kPart; }
 

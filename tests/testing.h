@@ -1,11 +1,13 @@
 // Test helpers shared by unit tests: where the real BuildKit fixtures of
-// ../shared live. Header-only; used by tests only.
+// ../shared live, whole-file reads and writes. Header-only; used by tests only.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace bcfs::testing {
@@ -18,6 +20,19 @@ inline std::string FixturesDir() {
   if (shared == nullptr) return "";
   std::string dir = std::string(shared) + "/fixtures/buildkit";
   return std::filesystem::exists(dir + "/MANIFEST.md") ? dir : "";
+}
+
+// The whole file at path ("" when it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Replaces the file at path with bytes.
+inline void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
 }  // namespace bcfs::testing

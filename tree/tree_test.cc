@@ -16,18 +16,14 @@
 #include "catalog/catalog.h"
 #include "store/content_store.h"
 #include "tests/gen/gen.h"
+#include "tests/testing.h"
 
 namespace bcfs::tree {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
 class TreeTest : public ::testing::Test {
  protected:
